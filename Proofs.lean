@@ -1,0 +1,10 @@
+import Proofs.Basic
+import Proofs.SignGeometry
+import Proofs.MomentRatio
+import Proofs.Hadamard
+import Proofs.IsotropicLimit
+import Proofs.Centering
+import Proofs.LastMile
+import Proofs.ResidualCorrection
+import Proofs.KyFan
+import Proofs.OpenTargets

@@ -1,0 +1,45 @@
+"""Static collection of @pytest.mark.theorem markers."""
+
+import pytest
+
+from betaspec.markers import MarkerError, collect_markers_from_source
+
+SOURCE = '''
+import pytest
+from pytest import mark
+
+pytestmark = pytest.mark.theorem("module_level")
+
+@pytest.mark.theorem("on_function")
+@pytest.mark.parametrize("x", [1, 2])
+def test_a(x):
+    assert x
+
+class TestGroup:
+    @mark.theorem("on_method")
+    def test_b(self):
+        assert True
+
+@pytest.mark.parametrize("y", [pytest.param(1, marks=pytest.mark.theorem("in_param"))])
+def test_c(y):
+    assert y
+
+def helper():
+    return pytest.mark.skip  # not a theorem marker
+'''
+
+
+def test_all_marker_forms_are_collected():
+    found = {(m.theorem, m.test) for m in collect_markers_from_source(SOURCE, "tests/test_x.py")}
+    assert found == {
+        ("module_level", "tests/test_x.py"),
+        ("on_function", "tests/test_x.py::test_a"),
+        ("on_method", "tests/test_x.py::TestGroup::test_b"),
+        ("in_param", "tests/test_x.py::test_c"),
+    }
+
+
+def test_non_literal_marker_argument_is_rejected():
+    src = "import pytest\nNAME = 'x'\n@pytest.mark.theorem(NAME)\ndef test_a():\n    pass\n"
+    with pytest.raises(MarkerError, match="test_y.py:3"):
+        collect_markers_from_source(src, "tests/test_y.py")
