@@ -39,7 +39,11 @@ def ffn_weight_beta_lift_under_learned_R {m : ℕ} (W : Fin m → Fin d → ℝ)
     τ ≤ meanBetaOn (fun j => W j - rowMean W) univ R
 
 /-- CONJECTURE (for mixtures of anisotropic clusters). Every orthogonal `R` that maximises the
-mean β on the subsample `S` has mean β on `S` at least `g > 0` above its mean β on all rows. -/
+mean β on the subsample `S` has mean β on `S` at least `g > 0` above its mean β on all rows.
+
+The quantifier over maximisers is not vacuous: the orthogonal group is compact and each
+`betaVec (R w)` is continuous in `R` (constant `0` when `w = 0`), so a maximiser exists. The
+predicate is not trivially true either: for `S = univ` it fails for every `g > 0`. -/
 def expert_heterogeneity_batch_full_gap {m : ℕ} (W : Fin m → Fin d → ℝ) (S : Finset (Fin m))
     (g : ℝ) : Prop :=
   0 < g ∧ ∀ R : Matrix (Fin d) (Fin d) ℝ, Rᵀ * R = 1 →
