@@ -161,7 +161,8 @@ theorem dc_centering_lifts_rotational_ceiling (s v : Fin d → ℝ) (c : ℝ) (h
     ring
   have hscale : optScale (c • s + v) = c := by
     rw [optScale, hl1]
-    field_simp
+    -- `c * d / d = c`, with `d ≠ 0`
+    linear_combination c * mul_inv_cancel₀ hd0
   have hq : quant1 (c • s + v) = c • s := by
     rw [quant1, hscale, hsign]
   have hcancel : c • s + v - c • s = v := by abel

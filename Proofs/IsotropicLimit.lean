@@ -39,13 +39,9 @@ lemma iso_div_sqrt_mul_sqrt (A B N : ℝ) (hN : 0 < N) :
     A / (Real.sqrt N * Real.sqrt B) = A / N / Real.sqrt (B / N) := by
   have hN' : N ≠ 0 := hN.ne'
   have hA : A = N * (A / N) := by
-    first
-    | exact (mul_div_cancel₀ A hN').symm
-    | field_simp
+    linear_combination (-A) * mul_inv_cancel₀ hN'
   have hB : B = N * (B / N) := by
-    first
-    | exact (mul_div_cancel₀ B hN').symm
-    | field_simp
+    linear_combination (-B) * mul_inv_cancel₀ hN'
   calc A / (Real.sqrt N * Real.sqrt B)
       = N * (A / N) / (Real.sqrt N * Real.sqrt (N * (B / N))) := by rw [← hA, ← hB]
     _ = N * (A / N) / (N * Real.sqrt (B / N)) := by
@@ -82,8 +78,11 @@ lemma sq_integral_abs_le {Ω : Type*} [MeasurableSpace Ω] {μ : Measure Ω} [Is
     {X : Ω → ℝ} (hX : MemLp X 2 μ) :
     (∫ ω, |X ω| ∂μ) ^ 2 ≤ ∫ ω, X ω ^ 2 ∂μ := by
   -- `0 ≤ Var |X| = E[|X|²] - (E|X|)²`
-  have h : 0 ≤ ∫ ω, |X ω| ^ 2 ∂μ - (∫ ω, |X ω| ∂μ) ^ 2 :=
-    (variance_nonneg _ μ).trans_eq (variance_eq_sub hX.abs)
+  -- `variance_eq_sub` speaks of `μ[|X| ^ 2]`, definitionally `∫ ω, |X ω| ^ 2 ∂μ`
+  have h : 0 ≤ ∫ ω, |X ω| ^ 2 ∂μ - (∫ ω, |X ω| ∂μ) ^ 2 := by
+    first
+    | exact (variance_nonneg _ μ).trans_eq (variance_eq_sub hX.abs)
+    | simpa using (variance_nonneg _ μ).trans_eq (variance_eq_sub hX.abs)
   have h2 : ∫ ω, |X ω| ^ 2 ∂μ = ∫ ω, X ω ^ 2 ∂μ :=
     integral_congr_ae (ae_of_all _ fun ω => sq_abs (X ω))
   linarith

@@ -244,7 +244,12 @@ lemma sum_sqnorm_eq_sum_eigenvalues₀ {m : ℕ} (e : Fin m → Fin d → ℝ)
     rw [Finset.sum_comm]
     exact Finset.sum_congr rfl fun _ _ => Finset.sum_congr rfl fun _ _ => sq _
   rw [htr, hA.trace_eq_sum_eigenvalues]
-  exact Equiv.sum_comp (Fintype.equivOfCardEq (Fintype.card_fin _)).symm hA.eigenvalues₀
+  -- `hA.eigenvalues i` is by definition `hA.eigenvalues₀` at the reindexed `i`, and the
+  -- coercion `ℝ → ℝ` of `RCLike` is the identity
+  first
+  | exact Equiv.sum_comp (Fintype.equivOfCardEq (Fintype.card_fin _)).symm hA.eigenvalues₀
+  | (simp only [RCLike.ofReal_real_eq_id, id_eq];
+      exact Equiv.sum_comp (Fintype.equivOfCardEq (Fintype.card_fin _)).symm hA.eigenvalues₀)
 
 /-- Splitting a sum at `r`: the tail `Σ_{i ≥ r} fᵢ` plus the head `Σ_{j < r} f_j` is the total. -/
 lemma kf_sum_tail_add_head {n r : ℕ} (hr : r ≤ n) (f : Fin n → ℝ) :
@@ -343,7 +348,7 @@ theorem residual_topk_eckart_young {m r : ℕ} (e : Fin m → Fin d → ℝ) (hA
   have henergy := residual_energy_eq e hb
   have htr := sum_sqnorm_eq_sum_eigenvalues₀ e hA
   refine ⟨henergy, ?_, ?_⟩
-  · rcases le_or_lt r d with hrd | hrd
+  · by_cases hrd : r ≤ d
     · -- Ky Fan bounds the captured energy by the top `r` eigenvalues
       have hr' : r ≤ Fintype.card (Fin d) := by
         rw [Fintype.card_fin]

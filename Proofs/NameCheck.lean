@@ -90,7 +90,7 @@ first.
 /-! ## Proofs II
 
 `IsotropicLimit.lean` and `KyFan.lean`. Names used only inside a `first | … | …` fallback are
-not listed (`mul_div_cancel₀`, `memLp_id_gaussianReal'`, `RCLike.inner_apply`,
+not listed (`memLp_id_gaussianReal'`, `RCLike.inner_apply`,
 `Matrix.toEuclideanLin_apply`, `Matrix.toLpLin_apply`, `Matrix.isSymmetric_toEuclideanLin_iff`);
 the primary route does not need them. -/
 
@@ -384,3 +384,14 @@ were not re-read individually. -/
 #check @abs_of_neg
 -- Mathlib/Algebra/GroupWithZero/Basic.lean (seen)
 #check @pow_eq_zero_iff
+
+/-! ## Review (names introduced by the compile review)
+
+`RCLike.ofReal_real_eq_id` is read in the stored source (`@[simp] theorem ofReal_real_eq_id :
+@ofReal ℝ _ = id := rfl`); `id_eq` is core. Both appear only in a `first | … | …` fallback of
+`sum_sqnorm_eq_sum_eigenvalues₀`. -/
+
+-- Mathlib/Analysis/RCLike/Basic.lean
+#check @RCLike.ofReal_real_eq_id
+-- core (Init/Core.lean)
+#check @id_eq
