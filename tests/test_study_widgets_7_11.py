@@ -1,0 +1,383 @@
+"""Study widgets 7–11 (perplexity and memory, per-layer β, Pareto frontier, front-token protection,
+FFN weight β): each computes, validates and views on a tiny budget — synthetic keys, and a tiny
+random Llama / Gemma-3 standing in for a real model — and its numbers are internally consistent."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from betaspec.models import tiny_gemma3, tiny_llama
+from betaspec.study.context import StudyBudget, StudyContext
+from betaspec.study.envelope import load_result, validate
+from betaspec.study.runner import run_widget
+from betaspec.study.widgets import (_cache_points, w07_perplexity_memory, w08_layer_profile, w09_pareto,
+                                    w10_front_tokens, w11_ffn_weights)
+from betaspec.widgets import WIDGET_TITLES
+
+MODULES = {7: w07_perplexity_memory, 8: w08_layer_profile, 9: w09_pareto, 10: w10_front_tokens, 11: w11_ffn_weights}
+BUDGET = StudyBudget(quick=True, train_tokens=192, heldout_tokens=96, window=48, steps=4, batch_size=192, lr=2e-2,
+                     ppl_windows=2, ppl_window=24, synthetic_layers=2, synthetic_heads=2, synthetic_dim=16)
+
+
+@dataclass
+class TinyModelContext(StudyContext):
+    """A context whose one 'real model' is a tiny random Llama or Gemma-3 on random token windows."""
+
+    arch: str = "llama"
+
+    @property
+    def models(self) -> list[str]:
+        return ["tiny"]
+
+    def model(self, name: str):
+        if name not in self._models:
+            self._models[name] = (tiny_llama(0) if self.arch == "llama" else tiny_gemma3(0), None)
+        return self._models[name]
+
+    def windows(self, name: str, split: str, n: int, length: int) -> torch.Tensor:
+        key = (name, split, n, length)
+        if key not in self._windows:
+            gen = torch.Generator().manual_seed(("train", "heldout", "ood").index(split))
+            self._windows[key] = torch.randint(0, 256, (n, length), generator=gen)
+        return self._windows[key]
+
+
+def _run(ctx: StudyContext, numbers, out: Path) -> dict[int, dict]:
+    return {n: load_result(run_widget(MODULES[n].WIDGET, ctx, out)) for n in numbers}
+
+
+@pytest.fixture(scope="module")
+def synthetic_results(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setattr(w11_ffn_weights, "QUICK_HET", {"clusters": (1, 4), "subsamples": (16, 64, 256), "seeds": (0,),
+                                              "steps": 15})
+    mp.setattr(w11_ffn_weights, "ROWS", 1024)
+    mp.setattr(w11_ffn_weights, "DIM", 16)
+    try:
+        tmp = tmp_path_factory.mktemp("synthetic")
+        ctx = StudyContext(budget=BUDGET, requested_models=(), progress=False, artifacts_dir=tmp / "artifacts")
+        yield ctx, _run(ctx, MODULES, tmp / "results")
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def llama_results(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setattr(w11_ffn_weights, "QUICK_HET", {"clusters": (1, 4), "subsamples": (16, 64), "seeds": (0,), "steps": 10})
+    mp.setattr(w11_ffn_weights, "ROWS", 512)
+    mp.setattr(w11_ffn_weights, "DIM", 16)
+    try:
+        tmp = tmp_path_factory.mktemp("llama")
+        ctx = TinyModelContext(budget=BUDGET, requested_models=(), progress=False, artifacts_dir=tmp / "artifacts")
+        yield ctx, _run(ctx, (7, 9, 10, 11), tmp / "results")
+    finally:
+        mp.undo()
+
+
+# ------------------------------------------------------------------------------------------ common
+
+
+def _get(result: dict, path: str):
+    cur = result
+    for part in path.split("."):
+        cur = cur[int(part)] if isinstance(cur, list) else cur[part]
+    return cur
+
+
+def _set(result: dict, path: str, value) -> None:
+    parts = path.split(".")
+    cur = result
+    for part in parts[:-1]:
+        cur = cur[int(part)] if isinstance(cur, list) else cur[part]
+    last = parts[-1]
+    if isinstance(cur, list):
+        cur[int(last)] = value
+    else:
+        cur[last] = value
+
+
+def _check_view(module, result: dict) -> None:
+    v = module.WIDGET.view(result)
+    assert v.figure is not None and v.figure.axes
+    lines = (v.what, v.trend, v.outlier)
+    for line in lines:
+        assert line.strip()
+        assert "{" not in line and "nan" not in line.lower().split()
+    assert v.sources
+    figure = module._figure
+    module._figure = lambda data: None   # the text alone is checked below; drawing each time is slow
+    try:
+        for path in v.sources:
+            value = _get(result, path)
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), path
+            assert math.isfinite(value), path
+            # the text follows the number: perturb it and the annotation must change
+            perturbed = copy.deepcopy(result)
+            _set(perturbed, path, value * 1.37 + 3 if value else 0.731)
+            w = module.WIDGET.view(perturbed)
+            assert (w.what, w.trend, w.outlier) != lines, path
+    finally:
+        module._figure = figure
+
+
+@pytest.mark.parametrize("number", sorted(MODULES))
+def test_synthetic_widget_validates_and_views(synthetic_results, number):
+    _, results = synthetic_results
+    res = results[number]
+    module = MODULES[number]
+    assert res["widget"] == number and res["title"] == WIDGET_TITLES[number]
+    validate(res, module.DATA_SCHEMA)
+    assert res["quick"] is True
+    _check_view(module, res)
+
+
+@pytest.mark.parametrize("number", (7, 9, 10, 11))
+def test_model_widget_validates_and_views(llama_results, number):
+    _, results = llama_results
+    res = results[number]
+    validate(res, MODULES[number].DATA_SCHEMA)
+    assert res["models"] == ["tiny"]
+    _check_view(MODULES[number], res)
+
+
+def test_perplexity_claims_are_not_measured_without_a_language_model(synthetic_results):
+    _, results = synthetic_results
+    verdicts = {c["id"]: c["verdict"] for n in (7, 9, 11) for c in results[n]["claims"]}
+    assert verdicts["learned_beats_srht_perplexity"] == "not measured"
+    assert verdicts["pareto_perplexity_frontier"] == "not measured"
+    assert verdicts["ffn_weight_beta_lift_under_learned_r"] == "not measured"
+    for n in (7, 9, 10):
+        for e in results[n]["data"]["sources"].values():
+            assert e["language_model"] is False
+
+
+# ------------------------------------------------------------------------------------------ widget 7
+
+
+def _expected_bits(d: int, rank: int, n: int, tokens: int, protect_bits: int) -> float:
+    coded = 1 + 16 / d + rank * 16 / d
+    return (min(n, tokens) * protect_bits + (tokens - min(n, tokens)) * coded) / tokens
+
+
+@pytest.mark.parametrize("which", ["synthetic", "llama"])
+def test_w07_bits_equal_the_memory_formula(synthetic_results, llama_results, which):
+    _, results = synthetic_results if which == "synthetic" else llama_results
+    data = results[7]["data"]
+    for e in data["sources"].values():
+        d = e["head_dim"]
+        assert d % 8 == 0
+        for p in e["points"].values():
+            expected = _expected_bits(d, p["rank"], p["n_protect"], p["tokens"], 32)
+            assert p["bits_per_coordinate"] == pytest.approx(expected, rel=1e-12)
+            assert p["bits_formula"] == pytest.approx(expected, rel=1e-12)
+            assert p["key_bytes"] * 8 == pytest.approx(p["bits_per_coordinate"] * p["fp16_key_bytes"] / 2, rel=1e-12)
+
+
+def test_w07_perplexity_ratios_and_fp_reference(llama_results):
+    ctx, results = llama_results
+    e = results[7]["data"]["sources"]["tiny"]
+    assert e["fp"]["bits_per_coordinate"] == 32.0       # float32 keys in a plain DynamicCache
+    for p in e["points"].values():
+        assert p["ppl_ratio"] == pytest.approx(p["ppl"] / e["fp"]["ppl"], rel=1e-12)
+        assert p["ppl"] == pytest.approx(math.exp(p["nll"]), rel=1e-9)
+    codecs_ranks = {(p["codec"], p["rank"], p["n_protect"]) for p in e["points"].values()}
+    assert codecs_ranks == set(w07_perplexity_memory.grid(ctx, "tiny"))
+
+
+# ------------------------------------------------------------------------------------------ widget 9
+
+
+def _dominated(a, b) -> bool:
+    """b dominates a (both coordinates minimised)."""
+    return b[0] <= a[0] and b[1] <= a[1] and b != a
+
+
+@pytest.mark.parametrize("which", ["synthetic", "llama"])
+def test_w09_frontier_is_the_non_dominated_set(synthetic_results, llama_results, which):
+    _, results = synthetic_results if which == "synthetic" else llama_results
+    for e in results[9]["data"]["sources"].values():
+        pts = e["points"]
+        planes = {"beta": lambda p: (p["bits_per_coordinate"], -p["beta_eff_shift"])}
+        if e["language_model"]:
+            planes["ppl"] = lambda p: (p["bits_per_coordinate"], p["ppl"])
+        else:
+            assert e["frontier"]["ppl"] is None
+        for plane, xy in planes.items():
+            expected = {i for i, p in pts.items()
+                        if not any(_dominated(xy(p), xy(q)) for j, q in pts.items() if j != i)}
+            assert set(e["frontier"][plane]) == expected
+            assert all(pts[i][f"on_frontier_{plane}"] == (i in expected) for i in pts)
+            bits = [pts[i]["bits_per_coordinate"] for i in e["frontier"][plane]]
+            assert bits == sorted(bits)
+        for i in e["uniform_k"]:
+            assert pts[i]["codec"] == "learned_centred" and pts[i]["n_protect"] == 0 and pts[i]["uniform_k"]
+        assert e["ring"] in e["uniform_k"] and pts[e["ring"]]["rank"] == e["head_dim"] // 8
+
+
+def test_w09_reuses_widget_7_points(llama_results):
+    _, results = llama_results
+    p7 = results[7]["data"]["sources"]["tiny"]["points"]
+    p9 = results[9]["data"]["sources"]["tiny"]["points"]
+    assert set(p7) <= set(p9)
+    for i in p7:
+        assert p9[i]["ppl"] == p7[i]["ppl"] and p9[i]["bits_per_coordinate"] == p7[i]["bits_per_coordinate"]
+
+
+def test_w09_knee_and_non_dominated_helpers():
+    pts = {"a": (1, 5), "b": (2, 3), "c": (3, 3), "d": (2, 4), "e": (4, 1)}
+    assert w09_pareto.non_dominated(pts) == ["a", "b", "e"]
+    curve = [("k0", 1.0, 10.0), ("k1", 2.0, 3.0), ("k2", 3.0, 2.5), ("k3", 5.0, 2.0)]
+    knee, margin = w09_pareto.knee(curve)
+    assert knee == "k1" and margin > 0
+    assert w09_pareto.knee(curve[:2]) is None
+
+
+# ------------------------------------------------------------------------------------------ widget 10
+
+
+@pytest.mark.parametrize("which", ["synthetic", "llama"])
+def test_w10_protected_keys_are_bit_exact_and_counts_consistent(synthetic_results, llama_results, which):
+    _, results = synthetic_results if which == "synthetic" else llama_results
+    res = results[10]
+    ns = res["data"]["n_protect"]
+    for e in res["data"]["sources"].values():
+        for ce in e["codecs"].values():
+            assert ce["bit_exact"] is True
+            layers = ce["attn_error_layers"]
+            for n in ns:
+                k = w10_front_tokens.nkey(n)
+                assert ce["attn_error"][k] == pytest.approx(sum(layers[k]) / len(layers[k]))
+            rises = sum(layers[w10_front_tokens.nkey(b)][i] > layers[w10_front_tokens.nkey(a)][i]
+                        for a, b in zip(ns, ns[1:]) for i in range(e["layers"]))
+            assert ce["layer_increases"] == rises
+    exact = next(c for c in res["claims"] if c["id"] == "front_token_protection_bit_exact")
+    assert exact["verdict"] == "reproduces"
+    # the annotation reads the smallest and the largest n_protect (the JSON file sorts keys as strings)
+    sources = w10_front_tokens.view(res).sources
+    head = res["data"]["headline"]
+    for n in (min(ns), max(ns)):
+        assert f"data.sources.{head}.codecs.learned_centred.attn_error.n{n}" in sources
+
+
+def test_w10_full_protection_is_exact_attention(llama_results):
+    ctx, _ = llama_results
+    x = next(iter(w10_front_tokens._layer_inputs(ctx, "tiny")))[0]
+    codec = _cache_points.codecs(ctx, "tiny", "learned_centred", 0)[0]
+    T = x["k"].shape[2]
+    k_hat, exact = w10_front_tokens.protected_keys(codec, x["k"], T)
+    assert exact and torch.equal(k_hat, x["k"])
+    k_hat, exact = w10_front_tokens.protected_keys(codec, x["k"], 3)
+    assert exact and torch.equal(k_hat[:, :, :3], x["k"][:, :, :3]) and not torch.equal(k_hat, x["k"])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma"])
+def test_w10_captured_inputs_reproduce_the_model_attention(tmp_path, arch):
+    """Offline attention on the captured inputs (incl. Gemma's sliding-window mask, window 8 < 24
+    tokens) equals each layer's own attention output."""
+    ctx = TinyModelContext(budget=BUDGET, requested_models=(), progress=False, artifacts_dir=tmp_path, arch=arch)
+    model, _ = ctx.model("tiny")
+    window = next(iter(w10_front_tokens._layer_inputs(ctx, "tiny")))
+    assert model.config._attn_implementation != w10_front_tokens.CAPTURE      # restored
+    outputs = {}
+    hooks = [layer.self_attn.register_forward_hook(lambda m, a, o, i=i: outputs.__setitem__(i, o[0]))
+             for i, layer in enumerate(model.model.layers)]
+    with torch.no_grad():
+        model(ctx.ppl_windows("tiny")[:1], use_cache=False)
+    for h in hooks:
+        h.remove()
+    for i, layer in enumerate(model.model.layers):
+        x = window[i]
+        T = x["k"].shape[2]
+        ours = w10_front_tokens.attend(x["q"], x["k"], x["v"], x["mask"], x["scaling"], x["softcap"])
+        with torch.no_grad():
+            mine = layer.self_attn.o_proj(ours.transpose(1, 2).reshape(1, T, -1))
+        assert torch.allclose(mine, outputs[i], atol=1e-5), i
+
+
+# ------------------------------------------------------------------------------------------ widget 8
+
+
+def test_w08_sliding_and_global_layers_on_a_tiny_gemma(tmp_path):
+    ctx = TinyModelContext(budget=BUDGET, requested_models=(), progress=False, artifacts_dir=tmp_path / "a",
+                           arch="gemma")
+    res = load_result(run_widget(w08_layer_profile.WIDGET, ctx, tmp_path / "r"))
+    e = res["data"]["sources"]["tiny"]
+    assert e["layer_types"] == ["sliding", "global"] and e["global_layers"] == [1]
+    test = e["sliding_vs_global"]["learned"]
+    b = e["beta"]["learned"]["heldout"]
+    assert test["difference"] == pytest.approx(b[1] - b[0])
+    assert test["relabellings"] == 2 and test["p_value"] == 1.0
+    for name in w08_layer_profile.ROTATIONS:
+        assert e["summary"][name]["mean"] == pytest.approx(sum(e["beta"][name]["heldout"]) / 2)
+    _check_view(w08_layer_profile, res)
+
+
+def test_w08_permutation_test_matches_brute_force():
+    values = [0.61, 0.64, 0.70, 0.66, 0.62, 0.72, 0.65]
+    is_global = [False, False, True, False, False, True, False]
+    out = w08_layer_profile.permutation_test(values, is_global)
+    obs = (0.70 + 0.72) / 2 - (0.61 + 0.64 + 0.66 + 0.62 + 0.65) / 5
+    diffs = []
+    for idx in itertools.combinations(range(7), 2):
+        g = sum(values[i] for i in idx) / 2
+        s = (sum(values) - 2 * g) / 5
+        diffs.append(abs(g - s))
+    assert out["difference"] == pytest.approx(obs)
+    assert out["exact"] and out["relabellings"] == 21
+    assert out["p_value"] == pytest.approx(sum(x >= abs(obs) - 1e-12 for x in diffs) / 21)
+    assert w08_layer_profile.permutation_test(values, [True] * 7) is None
+
+
+# ------------------------------------------------------------------------------------------ widget 11
+
+
+def test_w11_full_beta_is_the_row_weighted_mean_of_fitted_and_held_out(llama_results):
+    _, results = llama_results
+    mats = results[11]["data"]["matrices"]
+    assert mats
+    for m in mats.values():
+        s, rows = m["subsample"], m["rows"]
+        assert m["beta_full"] == pytest.approx((s * m["beta_batch"] + (rows - s) * m["beta_heldout"]) / rows, abs=1e-5)
+        assert m["gap"] == pytest.approx(m["beta_batch"] - m["beta_full"])
+        assert m["clears_tau"] == (m["beta_full"] >= results[11]["data"]["tau"])
+
+
+def test_w11_cluster_mixture_is_seeded():
+    X = w11_ffn_weights.cluster_mixture(4, 400, 8, 0.3, seed=0)
+    assert X.shape == (400, 8) and torch.isfinite(X).all()
+    assert torch.equal(X, w11_ffn_weights.cluster_mixture(4, 400, 8, 0.3, seed=0))
+
+
+def test_w11_skips_matrices_too_wide_for_the_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(w11_ffn_weights, "MAX_DIM", 32)
+    monkeypatch.setattr(w11_ffn_weights, "QUICK_HET", {"clusters": (1, 2), "subsamples": (8, 32), "seeds": (0,),
+                                                       "steps": 3})
+    monkeypatch.setattr(w11_ffn_weights, "ROWS", 128)
+    monkeypatch.setattr(w11_ffn_weights, "DIM", 8)
+    ctx = TinyModelContext(budget=BUDGET, requested_models=(), progress=False, artifacts_dir=tmp_path / "a")
+    res = load_result(run_widget(w11_ffn_weights.WIDGET, ctx, tmp_path / "r"))
+    assert res["data"]["matrices"] == {} and res["data"]["summary"] is None
+    assert res["data"]["skipped"]["tiny_L0_gate_proj"]["dim"] == 64
+    verdicts = {c["id"]: c["verdict"] for c in res["claims"]}
+    assert verdicts["ffn_weight_beta_lift_under_learned_r"] == "not measured"
+    _check_view(w11_ffn_weights, res)
+
+
+def test_w11_heterogeneity_verdict_logic(synthetic_results):
+    _, results = synthetic_results
+    het = results[11]["data"]["heterogeneity"]
+    sizes = het["subsamples"]
+    single = het["clusters"]["c1"]["gap"]
+    last, first = single[f"s{sizes[-1]}"], single[f"s{sizes[0]}"]
+    assert het["holds_single"] == (last <= het["epsilon"] and last < first)
+    below = [e["gap"][f"s{s}"] for e in het["clusters"].values() if e["clusters"] > 1 for s in sizes
+             if s < e["threshold"]]
+    assert het["holds_many"] == (min(below) > het["epsilon"])
