@@ -13,10 +13,7 @@ and the orthogonality of every rotation, and fails with a message naming the fil
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from impl.kvcache import KeyCodec
+
+from .atomic_files import sha256_file, write_atomically, write_text_atomically
 
 FORMAT_VERSION = 1
 
@@ -57,29 +56,6 @@ def _paths(stem: Path | str) -> tuple[Path, Path]:
     return s.with_name(s.name + ".safetensors"), s.with_name(s.name + ".json")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_calibration(calib: Calibration, stem: Path | str) -> tuple[Path, Path]:
     """Write ``<stem>.safetensors`` and ``<stem>.json`` atomically; returns both paths."""
     tensor_path, meta_path = _paths(stem)
@@ -89,7 +65,7 @@ def save_calibration(calib: Calibration, stem: Path | str) -> tuple[Path, Path]:
         tensors[f"layer{i}.mean"] = c.mean.detach().float().contiguous().cpu()
         tensors[f"layer{i}.rotation"] = c.rotation.detach().float().contiguous().cpu()
         tensors[f"layer{i}.basis"] = c.basis.detach().float().contiguous().cpu()
-    _atomic_write(tensor_path, lambda p: save_file(tensors, str(p)))
+    write_atomically(tensor_path, lambda p: save_file(tensors, str(p)))
     meta = {
         "format": "betaspec-calibration",
         "version": FORMAT_VERSION,
@@ -103,10 +79,10 @@ def save_calibration(calib: Calibration, stem: Path | str) -> tuple[Path, Path]:
         "table": calib.table,
         "curves": calib.curves,
         "extra": calib.extra,
-        "tensors": {"file": tensor_path.name, "sha256": _sha256(tensor_path)},
+        "tensors": {"file": tensor_path.name, "sha256": sha256_file(tensor_path)},
     }
     text = json.dumps(meta, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-    _atomic_write(meta_path, lambda p: p.write_text(text, encoding="utf-8"))
+    write_text_atomically(meta_path, text)
     return tensor_path, meta_path
 
 
@@ -123,7 +99,7 @@ def load_calibration(stem: Path | str) -> Calibration:
         raise ArtifactError(f"{meta_path}: not a betaspec calibration of format version {FORMAT_VERSION}")
     if not tensor_path.exists():
         raise ArtifactError(f"{tensor_path}: tensor file missing (metadata points to it)")
-    digest = _sha256(tensor_path)
+    digest = sha256_file(tensor_path)
     if digest != meta["tensors"]["sha256"]:
         raise ArtifactError(
             f"{tensor_path}: checksum mismatch (file {digest[:12]}…, metadata {meta['tensors']['sha256'][:12]}…); "

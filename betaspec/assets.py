@@ -21,7 +21,6 @@ sdist is never installed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -38,6 +37,8 @@ from types import ModuleType
 from typing import Callable, Iterable
 
 import torch
+
+from .atomic_files import sha256_file
 
 ASSETS_ENV = "BETASPEC_ASSETS"
 FETCH_HINT = "run `betaspec fetch-assets`"
@@ -246,15 +247,6 @@ def asset_present(name: str, root: Path | str | None = None) -> bool:
 
 
 # --------------------------------------------------------------------------------------- fetching
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _file_verifies(path: Path, size: int, sha256: str) -> bool:

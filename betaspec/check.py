@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic_files import write_text_atomically
 from .impl_ref import ImplError, resolve_impl
 from .lean_build import axiom_problems, load_record, sources_digest, DEFAULT_RECORD
 from .lean_source import LeanParseError, LeanProject, load_lean_project
@@ -114,7 +115,7 @@ def _lean_problems(registry: Registry, project: LeanProject) -> list[Problem]:
                 continue
             module = path[: -len(".lean")].replace("/", ".")
             if module not in imported:
-                problems.append(Problem(None, path, f"not imported by Proofs.lean, so `lake build` never checks it"))
+                problems.append(Problem(None, path, "not imported by Proofs.lean, so `lake build` never checks it"))
         for module in sorted(imported):
             if module.startswith("Proofs.") and module.replace(".", "/") + ".lean" not in project.files:
                 problems.append(Problem(None, "Proofs.lean", f"imports {module}, which does not exist"))
@@ -192,22 +193,10 @@ def run_check(tree: Tree) -> list[Problem]:
 
 def write_lean_md(tree: Tree) -> Path:
     """Render lean.md for the tree and write it (atomically)."""
-    import os
-    import tempfile
-
     registry = load_registry(tree.registry_path)
     project = load_lean_project(tree.root)
     markers = collect_markers(tree.root / "tests", root=tree.root)
     record = load_record(tree.record_path)
     text = render_lean_md(tree.root, registry, project, markers, record)
-    fd, tmp = tempfile.mkstemp(prefix="lean.md.", dir=tree.root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, tree.lean_md)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomically(tree.lean_md, text)
     return tree.lean_md

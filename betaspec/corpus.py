@@ -21,9 +21,7 @@ by one, so the stream for ``n`` tokens is exactly the first ``n`` tokens of the 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Callable
 import torch
 
 from .assets import assets_root, text_dir
+from .atomic_files import write_atomically
 
 PASSAGE_CHARS = 6000
 """Target passage length in characters (about 1,900 SmolLM2 tokens; cut at the next paragraph break)."""
@@ -329,14 +328,7 @@ def _save_token_cache(path: Path, pieces: list[torch.Tensor]) -> None:
         "ids": torch.cat(pieces).to(torch.int32),
         "passage_lengths": torch.tensor([p.numel() for p in pieces], dtype=torch.int64),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_atomically(path, lambda p: save_file(tensors, str(p)))
 
 
 def token_ids(

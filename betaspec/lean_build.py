@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .atomic_files import write_text_atomically
 from .registry import Registry
 
 STANDARD_AXIOMS = frozenset({"propext", "Classical.choice", "Quot.sound"})
@@ -136,16 +137,7 @@ def axiom_problems(registry: Registry, record: BuildRecord) -> list[str]:
 
 
 def write_record_atomically(record: BuildRecord, path: Path | str) -> None:
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=p.name, suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(record.to_json())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomically(path, record.to_json())
 
 
 def run_lean_check(root: Path, registry: Registry, record_path: Path = DEFAULT_RECORD,

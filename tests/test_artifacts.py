@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from betaspec import artifacts
+from betaspec.atomic_files import sha256_file
 from betaspec.artifacts import ArtifactError, Calibration, load_calibration, save_calibration
 from impl.calibration import fit_codec
 
@@ -54,7 +55,7 @@ def test_shape_and_orthogonality_are_validated(tmp_path, calib):
     tensors["layer1.rotation"] = tensors["layer1.rotation"] * 1.01  # no longer orthogonal
     save_file(tensors, str(tpath))
     meta = json.loads(mpath.read_text())
-    meta["tensors"]["sha256"] = artifacts._sha256(tpath)  # a consistent checksum: the content is what is wrong
+    meta["tensors"]["sha256"] = sha256_file(tpath)  # a consistent checksum: the content is what is wrong
     mpath.write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="layer 1: rotation must be orthogonal"):
         load_calibration(tmp_path / "art")

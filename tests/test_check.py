@@ -1,9 +1,6 @@
 """`betaspec check` passes on a consistent tree and fails, naming entry and file:line, on each
 kind of drift; and the repository itself is consistent."""
 
-import json
-import shutil
-import textwrap
 from pathlib import Path
 
 import pytest

@@ -13,13 +13,13 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata
 import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+
+from ..atomic_files import write_text_atomically
 
 SCHEMA_ID = "betaspec-study"
 SCHEMA_VERSION = 1
@@ -86,17 +86,7 @@ def validate(result: dict[str, Any], data_schema: dict[str, Any]) -> None:
 
 def write_json_atomically(obj: dict[str, Any], path: Path) -> None:
     text = json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomically(path, text)
 
 
 def result_path(out_dir: Path, widget: int) -> Path:

@@ -24,7 +24,7 @@ from impl.sign_quant import cos_sign
 from ...widgets import WIDGET_TITLES
 from ..context import StudyContext
 from ..widget import Widget, WidgetOutput, WidgetView, claim
-from ._keystats import (SOURCE_LABEL, SUMMARY_SCHEMA, Annotation, fnum, new_figure, num_array, obj, preferred,
+from ._keystats import (SOURCE_LABEL, SUMMARY_SCHEMA, Annotation, fnum, new_figure, obj, preferred,
                         real_sources, summary)
 
 NUMBER = 2
