@@ -136,3 +136,66 @@ def test_packed_attention_without_a_cache_says_how_to_attach():
 def test_empty_codec_list_is_rejected():
     with pytest.raises(ValueError, match="one KeyCodec per decoder layer"):
         OneBitKeyCache([])
+
+
+def test_gemma3_sliding_window_packed_path_equals_dequantized_path():
+    """Gemma-3: QK-norm, a sliding-window layer (window 8) and a global one, 1 kv head."""
+    from betaspec.models import tiny_gemma3
+
+    model = tiny_gemma3(seed=4)
+    ids = torch.randint(0, 256, (1, 30), generator=torch.Generator().manual_seed(4))
+    codecs = _codecs(2, 1, 16, 2)
+    reference = _run(model, ids, OneBitKeyCache(codecs, n_protect=2))
+    cache = OneBitKeyCache(codecs, n_protect=2)
+    with cache.attached(model):
+        packed = _run(model, ids, cache)
+    for a, b in zip(packed, reference):
+        assert (a - b).abs().max() <= _logit_bound(b)
+
+
+class _ReplayLayer(transformers.cache_utils.DynamicLayer):
+    """Hands attention the given (already dequantised) keys instead of the ones that arrive, so a
+    second run attends over exactly the keys another run stored."""
+
+    def __init__(self, keys):
+        super().__init__()
+        self.recorded = keys
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.values = torch.cat([self.values, value_states], dim=-2)
+        self.keys = self.recorded[:, :, : self.values.shape[-2]].to(key_states.dtype)
+        return self.keys, self.values
+
+
+@pytest.mark.slow
+def test_smollm2_packed_logits_equal_explicitly_dequantized_keys():
+    """The real model, a few hundred tokens of held-out text, the 1-bit cache with an SRHT codec and
+    no correction or protection: the packed path computes exactly the quantized attention.
+
+    Two runs that each quantize what arrives cannot be compared this way: a float-level difference
+    upstream flips the sign bit of a coordinate near zero, a jump of 2α, and over 30 layers the runs
+    drift apart by more than rounding. So the reference replays the packed run's own stored codes,
+    dequantised explicitly (k̂ = Rᵀ α s), through the model's standard sdpa attention."""
+    from betaspec.assets import asset_present, load_model
+    from betaspec.models import text_windows
+    from impl.calibration import data_free_codecs
+
+    if not (asset_present("smollm2") and asset_present("text")):
+        pytest.skip("SmolLM2 or the text is not fetched (run `betaspec fetch-assets`)")
+    model, tok = load_model("smollm2", progress=False)
+    ids = text_windows("smollm2", tok, "heldout", 1, 300, progress=False)
+    codecs = data_free_codecs("srht", 30, 3, 64, seed=0)
+    cache = OneBitKeyCache(codecs)
+    with cache.attached(model):
+        packed = _run(model, ids, cache, steps=4)
+    assert model.config._attn_implementation == "sdpa"
+    replay = transformers.cache_utils.Cache(
+        layers=[_ReplayLayer(layer.store.dequantized_keys()) for layer in cache.layers])
+    reference = _run(model, ids, replay, steps=4)
+    # the same keys; only the order of float32 operations differs (packed bits × scale vs a dense
+    # q·k̂ᵀ, d = 64 terms), which can grow through the 30 layers: bound by L·d·eps of the largest logit
+    for a, b in zip(packed, reference):
+        assert (a - b).abs().max() <= 30 * 64 * EPS32 * float(b.abs().max())
+    assert cache.memory().bits_per_coordinate == pytest.approx(1 + 16 / 64)
