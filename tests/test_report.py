@@ -12,6 +12,7 @@ import copy
 import functools
 import html
 import importlib
+import json
 import math
 import os
 import re
@@ -257,6 +258,29 @@ def test_reuses_current_results_and_recomputes_on_force(tmp_path, fakes):
     assert (tmp_path / "results" / "widget_03.json").stat().st_mtime_ns != before
     index = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
     assert list(_sections(index)) == [3]
+
+
+
+@pytest.mark.parametrize("change", ["seed", "code", "budget"])
+def test_result_from_another_seed_code_or_budget_is_recomputed(tmp_path, fakes, monkeypatch, change):
+    assert explore(_args(tmp_path, widgets=[3])) == 0
+    path = tmp_path / "results" / "widget_03.json"
+    before = path.stat().st_mtime_ns
+    if change == "seed":
+        args = _args(tmp_path, widgets=[3], seed=1)
+    else:
+        args = _args(tmp_path, widgets=[3])
+        if change == "code":
+            monkeypatch.setattr(runner, "study_code_digest", lambda: "another-source")
+        else:
+            result = json.loads(path.read_text(encoding="utf-8"))
+            result["settings"]["budget"]["steps"] += 1
+            path.write_text(json.dumps(result), encoding="utf-8")
+            before = path.stat().st_mtime_ns
+    assert explore(args) == 0
+    assert path.stat().st_mtime_ns != before
+    settings = json.loads(path.read_text(encoding="utf-8"))["settings"]
+    assert settings["study_seed"] == args.seed and settings["budget"]["steps"] == StudyBudget.for_mode(True).steps
 
 
 # ---------------------------------------------------------------------------- errors

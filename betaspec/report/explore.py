@@ -89,7 +89,7 @@ def run_study_step(results_dir: Path, quick: bool, numbers: list[int], models: I
             continue
         bar.set_postfix_str(f"{n}: {w.title}")
         path = result_path(results_dir, n)
-        if not force and runner.is_current(path, quick, ctx.models):
+        if not force and runner.is_current(path, ctx):
             continue
         try:
             runner.run_widget(w, ctx, results_dir)

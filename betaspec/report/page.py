@@ -370,7 +370,8 @@ def _section_html(s: WidgetSection) -> str:
         if s.json_file:
             meta += f' · data: <a href="{esc(s.json_file)}">{esc(s.json_file)}</a>'
         out.append(f'<p class="meta">{meta}</p>')
-        extra = {k: v for k, v in r.get("settings", {}).items() if k != "budget"}
+        # the budget is in the header; the seed and code digest only decide whether a result is reused
+        extra = {k: v for k, v in r.get("settings", {}).items() if k not in ("budget", "study_seed", "study_code")}
         if extra:
             rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(fmt_value(v))}</td></tr>" for k, v in extra.items())
             out.append(f"<details><summary>Widget settings</summary><table>{rows}</table></details>")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -104,18 +104,36 @@ def synthetic_keys(layers: int, heads: int, dim: int, tokens: int, seed: int, to
 SKIP_FIRST = 0
 
 
-def fitting_code_digest() -> str:
-    """SHA-256 (first 16 hex digits) of the sources that determine a fitted codec."""
+def _source_digest(files: Iterable[Path]) -> str:
+    """SHA-256 (first 16 hex digits) of the files' paths and bytes, in sorted order."""
     import hashlib
 
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def fitting_code_digest() -> str:
+    """Digest of the sources that determine a fitted codec."""
     import impl.calibration
     import impl.rotation
     import impl.sign_quant
 
-    h = hashlib.sha256()
-    for module in (impl.calibration, impl.rotation, impl.sign_quant):
-        h.update(Path(module.__file__).read_bytes())
-    return h.hexdigest()[:16]
+    return _source_digest(Path(m.__file__) for m in (impl.calibration, impl.rotation, impl.sign_quant))
+
+
+def study_code_digest() -> str:
+    """Digest of the sources that determine a widget's result: the `impl` package, the study package
+    and the model, text and artifact modules it reads through. A result made by other code is stale."""
+    import impl
+
+    import betaspec
+
+    pkg = Path(betaspec.__file__).parent
+    files = [*Path(impl.__file__).parent.glob("*.py"), *(pkg / "study").rglob("*.py"),
+             *(pkg / name for name in ("models.py", "corpus.py", "assets.py", "artifacts.py"))]
+    return _source_digest(files)
 
 
 @dataclass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 
-from .context import StudyBudget, StudyContext
+from .context import StudyBudget, StudyContext, study_code_digest
 from .envelope import (SCHEMA_ID, SCHEMA_VERSION, load_result, package_versions, result_path, utc_now,
                        validate, write_json_atomically)
 from .widget import Widget
@@ -35,7 +35,7 @@ def run_widget(widget: Widget, ctx: StudyContext, out_dir: Path) -> Path:
         "created": utc_now(),
         "wall_time_s": round(time.perf_counter() - t0, 3),
         "versions": package_versions(),
-        "settings": {"budget": ctx.budget.as_dict(), **out.settings},
+        "settings": {**run_settings(ctx), **out.settings},
         "models": out.models,
         "token_counts": out.token_counts,
         "seeds": out.seeds or [ctx.seed],
@@ -48,17 +48,26 @@ def run_widget(widget: Widget, ctx: StudyContext, out_dir: Path) -> Path:
     return path
 
 
-def is_current(path: Path, quick: bool, models: Iterable[str]) -> bool:
-    """A result file can be reused when it exists, parses, has this schema version, the same mode,
-    and covers the requested models that are available."""
+def run_settings(ctx: StudyContext) -> dict[str, Any]:
+    """What a result must share with this run to be reused: the budget, the seed and the code."""
+    return {"budget": ctx.budget.as_dict(), "study_seed": ctx.seed, "study_code": study_code_digest()}
+
+
+def is_current(path: Path, ctx: StudyContext) -> bool:
+    """A result file can be reused when it exists, parses, has this schema version, was made with
+    this run's budget, seed and code (`run_settings`), and covers the requested models that are
+    available."""
     if not path.exists():
         return False
     try:
         res = load_result(path)
     except (ValueError, OSError):
         return False
-    return (res.get("schema") == SCHEMA_ID and res.get("version") == SCHEMA_VERSION and res.get("quick") == quick
-            and set(models) <= set(res.get("models", [])) | {"synthetic"})
+    settings = res.get("settings", {})
+    return (res.get("schema") == SCHEMA_ID and res.get("version") == SCHEMA_VERSION
+            and res.get("quick") == ctx.budget.quick
+            and all(settings.get(k) == v for k, v in run_settings(ctx).items())
+            and set(ctx.models) <= set(res.get("models", [])) | {"synthetic"})
 
 
 def run_study(out_dir: Path, quick: bool, widgets: Iterable[int] | None = None, models: Iterable[str] = ("smollm2",),
@@ -80,7 +89,7 @@ def run_study(out_dir: Path, quick: bool, widgets: Iterable[int] | None = None, 
         w = registry[n]
         bar.set_postfix_str(f"{n}: {w.title}")
         path = result_path(out_dir, n)
-        if not force and is_current(path, quick, ctx.models):
+        if not force and is_current(path, ctx):
             paths.append(path)
             continue
         paths.append(run_widget(w, ctx, out_dir))
