@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_generate)
 
     for name, helptext in (("study", "compute the measurements behind the write-up's eleven widgets (JSON)"),
-                           ("explore", "write the 'Explore the Data' report (runs the study where results are missing)")):
+                           ("explore", "write the 'Explore the Data' report (runs the study where results are missing or stale)")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--quick", action="store_true", help="a few minutes on 2 CPU cores (SmolLM2 + synthetic keys)")
         p.add_argument("--models", nargs="+", default=None, choices=["smollm2", "gemma3"],
