@@ -11,11 +11,11 @@ import torch
 
 from impl.calibration import data_free_codecs
 from impl.hf_cache import OneBitKeyCache
-from impl.kvcache import KeyCodec
+from impl.kvcache import KeyCodec, MemoryReport
 
 from .artifacts import load_calibration
 from .assets import model_spec
-from .models import cache_kwarg, perplexity
+from .models import PerplexityResult, cache_kwarg, perplexity
 
 
 def codecs_for(model_name: str, calibration: Path | str | None = None, rotation: str = "srht",
@@ -43,22 +43,31 @@ class CacheEval:
     seconds: float
 
 
+def onebit_perplexity(model, windows: torch.Tensor, codecs: list[KeyCodec], n_protect: int = 0,
+                      scale_dtype: torch.dtype = torch.float16,
+                      progress: bool = True) -> tuple[PerplexityResult, MemoryReport]:
+    """Perplexity of ``model`` on ``windows`` with a fresh `OneBitKeyCache` per window, and the
+    exact key memory that cache reports after the last window."""
+    caches: list[OneBitKeyCache] = []
+
+    def factory() -> OneBitKeyCache:
+        caches.append(OneBitKeyCache(codecs, n_protect=n_protect, scale_dtype=scale_dtype))
+        return caches[-1]
+
+    res = perplexity(model, windows, cache_factory=factory, progress=progress)
+    return res, caches[-1].memory()
+
+
 def perplexity_pair(model, windows: torch.Tensor, codecs: list[KeyCodec], label: str, n_protect: int = 0,
                     progress: bool = True) -> tuple[CacheEval, CacheEval]:
     """Perplexity with full-precision keys and with the 1-bit key cache, on the same windows."""
     t0 = time.perf_counter()
     ref = perplexity(model, windows, progress=progress)
     t_ref = time.perf_counter() - t0
-    caches: list[OneBitKeyCache] = []
-
-    def factory() -> OneBitKeyCache:
-        caches.append(OneBitKeyCache(codecs, n_protect=n_protect))
-        return caches[-1]
-
     t0 = time.perf_counter()
-    onebit = perplexity(model, windows, cache_factory=factory, progress=progress)
+    onebit, mem = onebit_perplexity(model, windows, codecs, n_protect=n_protect, progress=progress)
     t_1b = time.perf_counter() - t0
-    bits = caches[-1].memory().bits_per_coordinate
+    bits = mem.bits_per_coordinate
     key_bits = torch.finfo(next(model.parameters()).dtype).bits
     return (CacheEval("full-precision keys", ref.ppl, float(key_bits), t_ref),
             CacheEval(f"1-bit keys: {label}, protect {n_protect}", onebit.ppl, bits, t_1b))

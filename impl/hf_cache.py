@@ -96,19 +96,7 @@ class OneBitKeyCache(Cache):
 
     def memory(self) -> MemoryReport:
         """Exact memory of the keys held, summed over layers (values are not counted)."""
-        reports = [layer.store.memory() for layer in self.layers]
-        breakdown: dict[str, int] = {}
-        for r in reports:
-            for k, v in r.breakdown.items():
-                breakdown[k] = breakdown.get(k, 0) + v
-        return MemoryReport(
-            tokens=reports[0].tokens,
-            coordinates=sum(r.coordinates for r in reports),
-            nbytes_used=sum(r.nbytes_used for r in reports),
-            nbytes_allocated=sum(r.nbytes_allocated for r in reports),
-            codec_bytes=sum(r.codec_bytes for r in reports),
-            breakdown=breakdown,
-        )
+        return MemoryReport.summed([layer.store.memory() for layer in self.layers])
 
     @contextlib.contextmanager
     def attached(self, model: torch.nn.Module) -> Iterator["OneBitKeyCache"]:

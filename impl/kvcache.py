@@ -24,6 +24,7 @@ exactly kept protected tokens too. ``exact_offsets=True`` returns the logits `âŸ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -177,6 +178,20 @@ class MemoryReport:
     @property
     def bits_per_coordinate(self) -> float:
         return 8.0 * self.nbytes_used / self.coordinates if self.coordinates else 0.0
+
+    @classmethod
+    def summed(cls, reports: Sequence["MemoryReport"]) -> "MemoryReport":
+        """The memory of several stores holding the same tokens (e.g. the layers of a model)."""
+        if not reports:
+            raise ValueError("reports: expected at least one memory report")
+        breakdown: dict[str, int] = {}
+        for r in reports:
+            for k, v in r.breakdown.items():
+                breakdown[k] = breakdown.get(k, 0) + v
+        return cls(tokens=reports[0].tokens, coordinates=sum(r.coordinates for r in reports),
+                   nbytes_used=sum(r.nbytes_used for r in reports),
+                   nbytes_allocated=sum(r.nbytes_allocated for r in reports),
+                   codec_bytes=sum(r.codec_bytes for r in reports), breakdown=breakdown)
 
 
 class OneBitKeyStore:

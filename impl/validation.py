@@ -118,6 +118,19 @@ def orthogonality_atol(d: int, dtype: torch.dtype) -> float:
     return 16.0 * max(d, 1) * eps
 
 
+def _gram_defect(M: Tensor, name: str) -> float:
+    """`max ‖MᵀM − I_r‖_F` over the batch, in float64, for M of shape (..., d, r); 0 when r = 0
+    or the batch is empty. Raises when M holds NaN or Inf."""
+    M64 = M.detach().to(torch.float64)
+    if not bool(torch.isfinite(M64).all()):
+        raise ValueError(f"{name} must be finite (found NaN or Inf)")
+    r = M.shape[-1]
+    if r == 0 or M64.numel() == 0:
+        return 0.0
+    eye = torch.eye(r, dtype=torch.float64, device=M.device)
+    return float(torch.linalg.matrix_norm(M64.transpose(-1, -2) @ M64 - eye).max())
+
+
 def check_orthogonal(R: Tensor, name: str, atol: float | None = None) -> int:
     """Raise unless `R` is a (batch of) orthogonal matrix: ‖RᵀR − I‖_F ≤ atol in float64.
 
@@ -126,12 +139,7 @@ def check_orthogonal(R: Tensor, name: str, atol: float | None = None) -> int:
     d = check_square(R, name)
     if atol is None:
         atol = orthogonality_atol(d, R.dtype)
-    R64 = R.detach().to(torch.float64)
-    if not bool(torch.isfinite(R64).all()):
-        raise ValueError(f"{name} must be finite (found NaN or Inf)")
-    eye = torch.eye(d, dtype=torch.float64, device=R.device)
-    defect = torch.linalg.matrix_norm(R64.transpose(-1, -2) @ R64 - eye)
-    worst = float(defect.max())
+    worst = _gram_defect(R, name)
     if worst > atol:
         raise ValueError(f"{name} must be orthogonal (‖{name}ᵀ{name} − I‖_F ≤ {atol:.3g}), got defect {worst:.3g}")
     return d
@@ -147,12 +155,7 @@ def check_orthonormal_columns(B: Tensor, name: str, atol: float | None = None) -
         raise ValueError(f"{name} must have at most d = {d} columns to be orthonormal, got {r}")
     if atol is None:
         atol = orthogonality_atol(d, B.dtype)
-    B64 = B.detach().to(torch.float64)
-    if not bool(torch.isfinite(B64).all()):
-        raise ValueError(f"{name} must be finite (found NaN or Inf)")
-    eye = torch.eye(r, dtype=torch.float64, device=B.device)
-    defect = torch.linalg.matrix_norm(B64.transpose(-1, -2) @ B64 - eye) if r else torch.zeros(())
-    worst = float(defect.max()) if defect.numel() else 0.0
+    worst = _gram_defect(B, name)
     if worst > atol:
         raise ValueError(f"{name} must have orthonormal columns (‖{name}ᵀ{name} − I‖_F ≤ {atol:.3g}), got {worst:.3g}")
     return r

@@ -231,24 +231,10 @@ def test_protected_keys_are_bit_exact(data, frac, center, rotate, causal, seed, 
             <= (n_k + 1) * eps(k.dtype) * k.to(torch.float64).abs().amax(dim=(-2, -1), keepdim=True).squeeze(-1)
         ).all()
     )
-    out = protected_quantized_attention(
-        q.to(device),
-        k.to(device),
-        v.to(device),
-        n_protect,
-        rotation=None if R is None else R.to(device),
-        center=center,
-        causal=causal,
-    )
-    err = attention_output_error(
-        q.to(device),
-        k.to(device),
-        v.to(device),
-        n_protect,
-        rotation=None if R is None else R.to(device),
-        center=center,
-        causal=causal,
-    )
+    args = (q.to(device), k.to(device), v.to(device), n_protect)
+    kwargs = dict(rotation=None if R is None else R.to(device), center=center, causal=causal)
+    out = protected_quantized_attention(*args, **kwargs)
+    err = attention_output_error(*args, **kwargs)
     assert out.shape == q.shape[:-1] + (v.shape[-1],) and err.shape == q.shape[:-2]
     ref = _exact_attention(q, k, v, causal)
     ref_norm = torch.linalg.matrix_norm(ref)

@@ -16,6 +16,7 @@ say so.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -114,6 +115,7 @@ def _source_digest(files: Iterable[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.cache
 def fitting_code_digest() -> str:
     """Digest of the sources that determine a fitted codec."""
     import impl.calibration
@@ -123,9 +125,11 @@ def fitting_code_digest() -> str:
     return _source_digest(Path(m.__file__) for m in (impl.calibration, impl.rotation, impl.sign_quant))
 
 
+@functools.cache
 def study_code_digest() -> str:
     """Digest of the sources that determine a widget's result: the `impl` package, the study package
-    and the model, text and artifact modules it reads through. A result made by other code is stale."""
+    and the model, text and artifact modules it reads through. A result made by other code is stale.
+    Computed once per process (the sources of a running process do not change)."""
     import impl
 
     import betaspec

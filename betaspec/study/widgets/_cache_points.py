@@ -3,7 +3,7 @@
 An operating point is a codec (``srht``: the data-free SRHT, uncentred; ``learned_centred``: the
 learned L¹-max rotation after DC-mean centring), a correction rank r and a protection count n.
 For a real model it is measured by running the model on the context's held-out perplexity windows
-with `OneBitKeyCache(codecs, n)` as its cache (`betaspec.models.perplexity`), and its memory is
+with `OneBitKeyCache(codecs, n)` as its cache (`betaspec.cache_runs.onebit_perplexity`), and its memory is
 read from that cache's own report (`OneBitKeyCache.memory`) — not from a formula. For the
 synthetic key source (no language model) the memory comes from a `OneBitKeyStore` holding
 synthetic held-out keys, and perplexity is not measured.
@@ -31,10 +31,10 @@ from typing import Any
 
 import torch
 
-from impl.hf_cache import OneBitKeyCache
-from impl.kvcache import KeyCodec, OneBitKeyStore, decode_keys, encode_keys
+from impl.kvcache import KeyCodec, MemoryReport, OneBitKeyStore, decode_keys, encode_keys
 from impl.packing import packed_width
 
+from ...cache_runs import onebit_perplexity
 from ...models import perplexity
 from ..context import SYNTHETIC, StudyContext
 
@@ -130,15 +130,8 @@ def cache_point(ctx: StudyContext, source: str, codec: str, rank: int, n_protect
     t0 = time.perf_counter()
     if is_lm(source):
         model, _ = ctx.model(source)
-        windows = ctx.ppl_windows(source)
-        caches: list[OneBitKeyCache] = []
-
-        def factory() -> OneBitKeyCache:
-            caches.append(OneBitKeyCache(cs, n_protect=n_protect, scale_dtype=SCALE_DTYPE))
-            return caches[-1]
-
-        res = perplexity(model, windows, cache_factory=factory, progress=False)
-        mem = caches[-1].memory()
+        res, mem = onebit_perplexity(model, ctx.ppl_windows(source), cs, n_protect=n_protect,
+                                     scale_dtype=SCALE_DTYPE, progress=False)
         protect_bits = torch.finfo(next(model.parameters()).dtype).bits
         ppl, nll, predicted = float(res.ppl), float(res.nll), int(res.n_tokens)
     else:
@@ -148,12 +141,7 @@ def cache_point(ctx: StudyContext, source: str, codec: str, rank: int, n_protect
             store = OneBitKeyStore(c, n_protect=n_protect, scale_dtype=SCALE_DTYPE)
             store.append(keys[layer].unsqueeze(0))
             stores.append(store)
-        reports = [s.memory() for s in stores]
-        mem = type(reports[0])(tokens=reports[0].tokens, coordinates=sum(r.coordinates for r in reports),
-                               nbytes_used=sum(r.nbytes_used for r in reports),
-                               nbytes_allocated=sum(r.nbytes_allocated for r in reports),
-                               codec_bytes=sum(r.codec_bytes for r in reports),
-                               breakdown={k: sum(r.breakdown[k] for r in reports) for k in reports[0].breakdown})
+        mem = MemoryReport.summed([s.memory() for s in stores])
         protect_bits = torch.finfo(keys.dtype).bits
         ppl = nll = predicted = None
     out = {

@@ -64,6 +64,12 @@ def fnum(x: float) -> float:
     return x
 
 
+def mean(values: Iterable[float]) -> float:
+    """The arithmetic mean, as a finite float for JSON."""
+    v = list(values)
+    return fnum(sum(v) / len(v))
+
+
 def summary(values: Iterable[float], keep: bool = True) -> dict[str, Any]:
     """mean / median / min / max / q10 / q90 (and the values themselves when `keep`)."""
     v = [fnum(x) for x in values]

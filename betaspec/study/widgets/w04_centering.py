@@ -24,8 +24,8 @@ from impl.packing import pack_signs
 from ...widgets import WIDGET_TITLES
 from ..context import StudyContext
 from ..widget import Widget, WidgetOutput, WidgetView, claim
-from ._keystats import (Annotation, centre_key, fnum, new_figure, num_array, obj, preferred, real_sources,
-                        view_configs, where)
+from ._keystats import (Annotation, centre_key, mean, new_figure, num_array, obj, preferred,
+                        real_sources, view_configs, where)
 
 NUMBER = 4
 COLLAPSE_CONFIGS = (("identity", False), ("learned", False), ("learned", True))
@@ -57,11 +57,6 @@ DATA_SCHEMA: dict[str, Any] = obj(
 )
 
 
-def _mean(xs) -> float:
-    xs = list(xs)
-    return fnum(sum(xs) / len(xs))
-
-
 def _layers(ctx: StudyContext, source: str, view: str, configs: list[tuple[str, bool]]) -> dict[str, Any]:
     beta_v: dict[str, list[float]] = {}
     beta_c: dict[str, list[float]] = {}
@@ -69,14 +64,14 @@ def _layers(ctx: StudyContext, source: str, view: str, configs: list[tuple[str, 
     for rotation, center in configs:
         q = ctx.quality(source, view, rotation, center, 0, "heldout")
         name = f"{rotation}_{centre_key(center)}"
-        beta_v[name] = [_mean(h.beta for h in row) for row in q]
+        beta_v[name] = [mean(h.beta for h in row) for row in q]
         if center:
-            beta_c[name] = [_mean(h.beta_c for h in row) for row in q]
+            beta_c[name] = [mean(h.beta_c for h in row) for row in q]
             if not dc:
-                dc = [_mean(1.0 - h.rho for h in row) for row in q]
+                dc = [mean(1.0 - h.rho for h in row) for row in q]
     i = max(range(len(dc)), key=dc.__getitem__)
     return {"layers": {"dc_fraction": dc, "beta_v": beta_v, "beta_c": beta_c},
-            "summary": {"dc_fraction_mean": _mean(dc), "dc_fraction_max": dc[i], "max_layer": i}}
+            "summary": {"dc_fraction_mean": mean(dc), "dc_fraction_max": dc[i], "max_layer": i}}
 
 
 def _collapse_head(y: torch.Tensor, resid_energy: float, mean_code: torch.Tensor | None) -> dict[str, float]:
@@ -119,7 +114,7 @@ def _collapse(ctx: StudyContext, source: str, layers: dict[str, Any]) -> dict[st
                 resid = float(((k[h] - m[h]) ** 2).sum())
                 mean_code = None if center else torch.where(codecs[layer].rotation[h].double() @ m[h] >= 0, 1.0, -1.0)
                 heads.append(_collapse_head(y[h], resid, mean_code))
-            rows.append({key: _mean(x[key] for x in heads) for key in COLLAPSE_KEYS})
+            rows.append({key: mean(x[key] for x in heads) for key in COLLAPSE_KEYS})
         per_config_layer[name] = rows
         for key in ("mean_code_share", "lost_residual"):
             per_layer[f"{name}_{key}"] = [r[key] for r in rows]
@@ -161,12 +156,12 @@ def _claims(data: dict[str, Any], models: list[str]) -> list[dict[str, Any]]:
     for s in models:
         lay = data["sources"][s]["views"]["post_rope"]["layers"]
         col = data["sources"][s]["collapse"]
-        b_raw = sum(lay["beta_v"]["learned_raw"]) / len(lay["beta_v"]["learned_raw"])
-        b_v = sum(lay["beta_v"]["learned_centred"]) / len(lay["beta_v"]["learned_centred"])
-        b_c = sum(lay["beta_c"]["learned_centred"]) / len(lay["beta_c"]["learned_centred"])
+        b_raw = mean(lay["beta_v"]["learned_raw"])
+        b_v = mean(lay["beta_v"]["learned_centred"])
+        b_c = mean(lay["beta_c"]["learned_centred"])
         lr = col["per_layer"]
-        lost_raw = sum(lr["learned_raw_lost_residual"]) / len(lr["learned_raw_lost_residual"])
-        lost_c = sum(lr["learned_centred_lost_residual"]) / len(lr["learned_centred_lost_residual"])
+        lost_raw = mean(lr["learned_raw_lost_residual"])
+        lost_c = mean(lr["learned_centred_lost_residual"])
         m_ineq[s] = {"beta_uncentred_learned": b_raw, "beta_v_centred_learned": b_v,
                      "mean_code_share_uncentred": col["configs"]["learned_raw"]["mean_code_share"]}
         m_lift[s] = {"beta_uncentred_learned": b_raw, "beta_c_centred_learned": b_c,

@@ -24,7 +24,7 @@ from impl.residual import beta_eff
 from ...widgets import WIDGET_TITLES
 from ..context import SPLITS, StudyContext
 from ..widget import Widget, WidgetOutput, WidgetView, claim
-from ._keystats import Annotation, fnum, new_figure, num_array, obj, real_sources, where
+from ._keystats import Annotation, fnum, mean, new_figure, num_array, obj, real_sources, where
 
 NUMBER = 6
 VIEW = "post_rope"
@@ -59,10 +59,6 @@ def ranks_for(d: int) -> list[int]:
     return sorted({r for r in (0, 1, 2, d // 16, d // 8, d // 4, d // 2, 3 * d // 4, d) if 0 <= r <= d})
 
 
-def _mean(xs: list[float]) -> float:
-    return fnum(sum(xs) / len(xs))
-
-
 def _q(xs: list[float], p: float) -> float:
     return fnum(torch.tensor(xs, dtype=torch.float64).quantile(p))
 
@@ -89,15 +85,15 @@ def _source(ctx: StudyContext, source: str) -> dict[str, Any]:
             vector_all += dv
             sp = splits[split]
             gam = [h.gamma for h in q]
-            sp["gamma"].append(_mean(gam))
+            sp["gamma"].append(mean(gam))
             sp["gamma_q10"].append(_q(gam, 0.1))
             sp["gamma_q90"].append(_q(gam, 0.9))
-            sp["beta_eff"].append(_mean([h.beta_eff for h in q]))
-            sp["beta_eff_formula"].append(_mean(law))
-            sp["beta_eff_vector_formula"].append(_mean(vec))
+            sp["beta_eff"].append(mean([h.beta_eff for h in q]))
+            sp["beta_eff_formula"].append(mean(law))
+            sp["beta_eff_vector_formula"].append(mean(vec))
             if r == 0:
-                sp["beta_energy"] = _mean([h.beta_energy for h in q])
-                sp["beta_v"] = _mean([h.beta for h in q])
+                sp["beta_energy"] = mean([h.beta_energy for h in q])
+                sp["beta_v"] = mean([h.beta for h in q])
             if split == "heldout":
                 per_head = []
                 for layer, codec in enumerate(codecs):
@@ -108,7 +104,7 @@ def _source(ctx: StudyContext, source: str) -> dict[str, Any]:
                     err = ((k64 - k_hat) ** 2).sum((-1, -2))
                     per_head += [float(1.0 - e / t) if t > 0 else 0.0 for e, t in zip(err, resid)]
                 cache_max = max(cache_max, max(abs(c - x) for c, x in zip(per_head, law)))
-                cache_curve.append(_mean(per_head))
+                cache_curve.append(mean(per_head))
     held, train = splits["heldout"], splits["train"]
     by_fraction = {}
     for name, div in FRACTIONS:
@@ -117,7 +113,7 @@ def _source(ctx: StudyContext, source: str) -> dict[str, Any]:
                              "gamma_train": train["gamma"][i]}
     return {"view": VIEW, "d": d, "ranks": ranks, "splits": splits, "by_fraction": by_fraction,
             "discrepancy": {"energy_max": fnum(energy_max), "vector_max": fnum(vector_max),
-                            "vector_mean": _mean(vector_all), "cache_fp16_max": fnum(cache_max)},
+                            "vector_mean": mean(vector_all), "cache_fp16_max": fnum(cache_max)},
             "cache": {"beta_eff": cache_curve}}
 
 

@@ -363,6 +363,15 @@ def view(result: dict[str, Any]) -> WidgetView:
 _COLOR = {"srht": "tab:blue", "learned_centred": "tab:orange"}
 
 
+def _protect_axis(ax, xs: list[float], ns: list[int]) -> None:
+    """The shared n_protect x-axis (log₂, n = 0 drawn at 0.5), grid and legend of a panel."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(xs, [str(n) for n in ns])
+    ax.set_xlabel("n_protect (front tokens kept exact)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+
+
 def _figure(data: dict[str, Any]):
     srcs = data["sources"]
     ncols = sum(2 if e["language_model"] else 1 for e in srcs.values())
@@ -377,14 +386,10 @@ def _figure(data: dict[str, Any]):
                 ax.plot(xs, layer_err, color=_COLOR[c], alpha=0.15, lw=0.8)
             ax.plot(xs, [ce["attn_error"][nkey(n)] for n in ns], color=_COLOR[c], marker="o", lw=2,
                     label=f"{cp.CODEC_LABEL[c]} (mean over layers)")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(xs, [str(n) for n in ns])
-        ax.set_xlabel("n_protect (front tokens kept exact)")
+        _protect_axis(ax, xs, ns)
         ax.set_ylabel("relative attention-output error")
         ax.set_yscale("log")
         ax.set_title(f"{SOURCE_LABEL.get(s, s)} — attention error (thin: layers)")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
         col += 1
         if e["language_model"]:
             ax = axes[0][col]
@@ -393,15 +398,11 @@ def _figure(data: dict[str, Any]):
                     ax.plot(xs, [ce["ppl"][nkey(n)] for n in ns], color=_COLOR[c], marker="o",
                             label=f"1-bit {cp.CODEC_LABEL[c]}, r = 0")
             ax.axhline(e["fp_ppl"], color="black", ls=":", label=f"full-precision keys ({e['fp_ppl']:.3g})")
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(xs, [str(n) for n in ns])
+            _protect_axis(ax, xs, ns)
             cp.set_ppl_scale(ax, [v for ce in e["codecs"].values() if ce["ppl"] for v in ce["ppl"].values()]
                              + [e["fp_ppl"]])
-            ax.set_xlabel("n_protect (front tokens kept exact)")
             ax.set_ylabel("held-out perplexity")
             ax.set_title(f"{SOURCE_LABEL.get(s, s)} — perplexity")
-            ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize=7)
             col += 1
     return fig
 
