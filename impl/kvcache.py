@@ -106,16 +106,21 @@ def encode_keys(codec: KeyCodec, keys: Tensor, scale_dtype: torch.dtype = torch.
     """Code keys (B, H, T, d): bits of `sgn y`, `α = ‖y‖₁/d` and `c = Bᵀ(y − α s)` with
     `y = R (k − m)` — the quantize_1bit code of cos_sign_quant_formula in the rotated frame, with
     the rank-r correction of svd_topk_maximizes_gammaR. `α` and `c` are rounded to `scale_dtype`
-    before `c` is formed from the rounded `α`, so decoding reproduces exactly what is stored."""
+    before `c` is formed from the rounded `α`, so decoding reproduces exactly what is stored.
+
+    A token's code does not depend on the tokens encoded with it (decode steps and prefill store
+    the same bits): the two contractions, `R (k − m)` and `Bᵀ(y − α s)`, are accumulated in
+    float64 and only then rounded, because a float32 GEMM sums in an order that depends on the
+    number of rows and would move `y` or `c` across a rounding boundary."""
     k = check_tensor(keys, "keys", min_dim=4)
     if k.shape[1] != codec.heads or k.shape[-1] != codec.dim:
         raise ValueError(f"keys must have shape (B, H={codec.heads}, T, d={codec.dim}), got {tuple(k.shape)}")
-    y = codec.transform(k.float())
+    y = codec.transform(k.double()).float()
     d = codec.dim
     scale = (y.abs().sum(dim=-1) / d).to(scale_dtype)
     signs = torch.where(y >= 0, 1.0, -1.0)
     resid = y - scale.float().unsqueeze(-1) * signs
-    coeffs = torch.einsum("bhtd,hdr->bhtr", resid, codec.basis.float()).to(scale_dtype)
+    coeffs = torch.einsum("bhtd,hdr->bhtr", resid.double(), codec.basis.double()).to(scale_dtype)
     return EncodedKeys(packed=pack_signs(y), scale=scale, coeffs=coeffs)
 
 
