@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from impl.calibration import fit_codec
-from impl.kvcache import KeyCodec, OneBitKeyStore
+from impl.cache.store import KeyCodec, OneBitKeyStore
+from impl.calibration.fit import fit_codec
 
 
 def _time(fn, repeat: int) -> float:

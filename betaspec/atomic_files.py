@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -43,3 +44,19 @@ def sha256_file(path: Path | str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def replace_directory(src: Path, dst: Path) -> None:
+    """Move the finished directory ``src`` to ``dst`` (same file system), replacing a stale ``dst``.
+
+    Permissions are reset to the umask's defaults first: ``mkdtemp`` (and some writers) make things
+    private."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(src, 0o777 & ~umask)
+    for path in Path(src).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o666 & ~umask)
+    if Path(dst).exists():
+        shutil.rmtree(dst)
+    os.rename(src, dst)

@@ -6,24 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def find_root(start: Path | None = None) -> Path:
-    """The betaspec checkout containing ``start`` (default: the working directory)."""
-    here = (start or Path.cwd()).resolve()
-    for cand in [here, *here.parents]:
-        if (cand / "Proofs.lean").exists() and (cand / "betaspec" / "registry.yaml").exists():
-            return cand
-    pkg_parent = Path(__file__).resolve().parent.parent
-    if (pkg_parent / "Proofs.lean").exists():
-        return pkg_parent
-    raise SystemExit(
-        "betaspec: not inside a betaspec checkout (no Proofs.lean and betaspec/registry.yaml above "
-        f"{here}); run it from the repository or pass --root"
-    )
+from .spec.tree import find_root
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .check import Tree, run_check
+    from .spec.check import run_check
+    from .spec.tree import Tree
 
     tree = Tree.at(args.root or find_root())
     problems = run_check(tree)
@@ -32,7 +20,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(f"ERROR {p}", file=sys.stderr)
         print(f"betaspec check: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    from .registry import load_registry
+    from .spec.registry import load_registry
 
     reg = load_registry(tree.registry_path)
     counts: dict[str, int] = {}
@@ -44,7 +32,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_lean_md(args: argparse.Namespace) -> int:
-    from .check import Tree, write_lean_md
+    from .spec.check import write_lean_md
+    from .spec.tree import Tree
 
     path = write_lean_md(Tree.at(args.root or find_root()))
     print(f"wrote {path}")
@@ -52,9 +41,9 @@ def _cmd_lean_md(args: argparse.Namespace) -> int:
 
 
 def _cmd_lean_check(args: argparse.Namespace) -> int:
-    from .check import Tree
-    from .lean_build import LeanToolchainMissing, run_lean_check
-    from .registry import load_registry
+    from .spec.lean_build import LeanToolchainMissing, run_lean_check
+    from .spec.registry import load_registry
+    from .spec.tree import Tree
 
     tree = Tree.at(args.root or find_root())
     try:
@@ -150,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_fetch_assets(args: argparse.Namespace) -> int:
-    from .assets import ASSET_NAMES, AssetFetchError, fetch_assets
+    from .data.catalog import ASSET_NAMES
+    from .data.fetch import AssetFetchError, fetch_assets
 
     try:
         paths = fetch_assets(args.only or ASSET_NAMES, progress=not args.quiet, root=args.assets, fp32=args.fp32)
@@ -172,7 +162,7 @@ def _rank_arg(text: str) -> str:
 
 
 def _resolve_rank(text: str | None, model: str) -> int | None:
-    from .assets import model_spec
+    from .data.catalog import model_spec
 
     if text is None:
         return None
@@ -182,9 +172,9 @@ def _resolve_rank(text: str | None, model: str) -> int | None:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .artifacts import ArtifactError
-    from .assets import AssetMissingError
-    from .calibrate import CalibrationSettings, calibrate, format_table
+    from .data.locations import AssetMissingError
+    from .keycache.artifacts import ArtifactError
+    from .keycache.calibrate import CalibrationSettings, calibrate, format_table
 
     try:
         settings = CalibrationSettings(
@@ -204,16 +194,17 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _codec_source(args: argparse.Namespace):
-    from .cache_runs import codecs_for
+    from .keycache.runs import codecs_for
 
     return codecs_for(args.model, calibration=args.calibration, rotation=args.rotation, seed=args.seed)
 
 
 def _cmd_perplexity(args: argparse.Namespace) -> int:
-    from .artifacts import ArtifactError
-    from .assets import AssetMissingError, load_model
-    from .cache_runs import perplexity_pair
-    from .models import text_windows
+    from .data.load import load_model
+    from .data.locations import AssetMissingError
+    from .data.models import text_windows
+    from .keycache.artifacts import ArtifactError
+    from .keycache.runs import perplexity_pair
 
     try:
         codecs, label = _codec_source(args)
@@ -233,9 +224,10 @@ def _cmd_perplexity(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .artifacts import ArtifactError
-    from .assets import AssetMissingError, load_model
-    from .cache_runs import generate_pair
+    from .data.load import load_model
+    from .data.locations import AssetMissingError
+    from .keycache.artifacts import ArtifactError
+    from .keycache.runs import generate_pair
 
     try:
         codecs, label = _codec_source(args)
@@ -253,7 +245,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from .assets import AssetMissingError
+    from .data.locations import AssetMissingError
     from .study.runner import run_study
 
     try:

@@ -5,10 +5,15 @@ import json
 import pytest
 import torch
 
-from betaspec import artifacts
+from betaspec.keycache import artifacts
 from betaspec.atomic_files import sha256_file
-from betaspec.artifacts import ArtifactError, Calibration, load_calibration, save_calibration
-from impl.calibration import fit_codec
+from betaspec.keycache.artifacts import (
+    ArtifactError,
+    Calibration,
+    load_calibration,
+    save_calibration,
+)
+from impl.calibration.fit import fit_codec
 
 
 @pytest.fixture

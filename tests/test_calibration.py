@@ -4,10 +4,11 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from impl.calibration import codec_quality, fit_codec, srht_rotation
-from impl.kvcache import KeyCodec
+from impl.cache.store import KeyCodec
+from impl.calibration.fit import codec_quality, fit_codec, srht_rotation
 from impl.moments import ISOTROPIC_FLOOR
 from impl.residual import beta_eff
 from impl.rotation import random_orthogonal

@@ -14,11 +14,16 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import FLOATS, eps, orthogonal_matrix, real_tensors, seeds
 
-from impl.centering import centered_effective_beta, dc_center, energy_split, mean_domination_collapse
+from impl.centering import (
+    centered_effective_beta,
+    dc_center,
+    energy_split,
+    mean_domination_collapse,
+)
 from impl.moments import beta_vec
 from impl.sign_quant import residual_energy
-from strategies import FLOATS, eps, orthogonal_matrix, real_tensors, seeds
 
 key_batches = st.integers(1, 24).flatmap(
     lambda n: real_tensors(max_d=32, batch_shapes=st.sampled_from([(n,), (2, n), (3, 1, n)]))

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from betaspec.check import Tree, run_check, write_lean_md
 from betaspec.cli import main
-from betaspec.lean_build import BuildRecord, sources_digest
+from betaspec.spec.check import Tree, run_check, write_lean_md
+from betaspec.spec.lean_build import BuildRecord, sources_digest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,10 +89,10 @@ def test_rest():
 @pytest.fixture
 def tree(tmp_path, monkeypatch):
     root = tmp_path / "repo"
-    (root / "betaspec").mkdir(parents=True)
+    (root / "betaspec" / "spec").mkdir(parents=True)
     (root / "Proofs").mkdir()
     (root / "tests").mkdir()
-    (root / "betaspec" / "registry.yaml").write_text(REGISTRY)
+    (root / "betaspec" / "spec" / "registry.yaml").write_text(REGISTRY)
     (root / "Proofs.lean").write_text("import Proofs.Basic\nimport Proofs.A\n")
     (root / "Proofs" / "Basic.lean").write_text("import Mathlib\n")
     (root / "Proofs" / "A.lean").write_text(LEAN_A)
@@ -176,20 +176,21 @@ def test_marker_naming_unknown_theorem_fails(tree):
 
 
 def test_broken_impl_path_fails(tree):
-    _edit(tree.root / "betaspec" / "registry.yaml", "bsfix_impl.f_alpha", "bsfix_impl.f_missing")
+    _edit(tree.registry_path, "bsfix_impl.f_alpha", "bsfix_impl.f_missing")
     msgs = _messages(tree)
-    assert any(m.startswith("[alpha] betaspec/registry.yaml:") and "no attribute 'f_missing'" in m for m in msgs)
+    assert any(m.startswith("[alpha] betaspec/spec/registry.yaml:") and "no attribute 'f_missing'" in m for m in msgs)
 
 
 def test_unimportable_impl_module_fails(tree):
-    _edit(tree.root / "betaspec" / "registry.yaml", "bsfix_impl.f_alpha", "bsfix_nowhere.f_alpha")
+    _edit(tree.registry_path, "bsfix_impl.f_alpha", "bsfix_nowhere.f_alpha")
     assert any(m.startswith("[alpha]") and "cannot import module 'bsfix_nowhere'" in m for m in _messages(tree))
 
 
 def test_impl_docstring_must_name_the_theorem(tree, tmp_path):
     impl = tmp_path / "implpkg" / "bsfix_impl.py"
     _edit(impl, "Adds zero (alpha).", "Adds zero.")
-    import importlib, sys
+    import importlib
+    import sys
 
     importlib.reload(sys.modules["bsfix_impl"]) if "bsfix_impl" in sys.modules else None
     assert any(m.startswith("[alpha]") and "docstring does not name the theorem 'alpha'" in m for m in _messages(tree))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from betaspec import corpus
-from betaspec.assets import TEXT, AssetMissingError, asset_present
-from betaspec.corpus import (
+from betaspec.data import corpus
+from betaspec.data.catalog import TEXT
+from betaspec.data.corpus import (
     EXCLUDED,
     SPLITS,
     clean_britannica,
@@ -23,6 +23,7 @@ from betaspec.corpus import (
     window_token_count,
     windows,
 )
+from betaspec.data.locations import AssetMissingError, asset_present
 
 # ------------------------------------------------------------------------------------- cleaning
 

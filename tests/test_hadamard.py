@@ -19,11 +19,18 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import eps, real_tensors, seeds
 
-from impl.hadamard import _CHUNK_ELEMS, fwht, hadamard_matrix, random_signs, srht, srht_inverse
+from impl.hadamard import (
+    _CHUNK_ELEMS,
+    fwht,
+    hadamard_matrix,
+    random_signs,
+    srht,
+    srht_inverse,
+)
 from impl.moments import ISOTROPIC_COS, sphere_expected_cos
 from impl.sign_quant import cos_sign
-from strategies import eps, real_tensors, seeds
 
 Z = 5.0
 

@@ -10,9 +10,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 
-from impl.calibration import srht_rotation  # noqa: E402
-from impl.hf_cache import ATTN_IMPLEMENTATION, OneBitKeyCache, onebit_attention  # noqa: E402
-from impl.kvcache import KeyCodec  # noqa: E402
+from impl.cache.hf import ATTN_IMPLEMENTATION, OneBitKeyCache, onebit_attention  # noqa: E402
+from impl.cache.store import KeyCodec  # noqa: E402
+from impl.calibration.fit import srht_rotation  # noqa: E402
 
 EPS32 = torch.finfo(torch.float32).eps
 
@@ -140,7 +140,7 @@ def test_empty_codec_list_is_rejected():
 
 def test_gemma3_sliding_window_packed_path_equals_dequantized_path():
     """Gemma-3: QK-norm, a sliding-window layer (window 8) and a global one, 1 kv head."""
-    from betaspec.models import tiny_gemma3
+    from betaspec.data.models import tiny_gemma3
 
     model = tiny_gemma3(seed=4)
     ids = torch.randint(0, 256, (1, 30), generator=torch.Generator().manual_seed(4))
@@ -178,9 +178,10 @@ def test_smollm2_packed_logits_equal_explicitly_dequantized_keys():
     upstream flips the sign bit of a coordinate near zero, a jump of 2α, and over 30 layers the runs
     drift apart by more than rounding. So the reference replays the packed run's own stored codes,
     dequantised explicitly (k̂ = Rᵀ α s), through the model's standard sdpa attention."""
-    from betaspec.assets import asset_present, load_model
-    from betaspec.models import text_windows
-    from impl.calibration import data_free_codecs
+    from betaspec.data.load import load_model
+    from betaspec.data.locations import asset_present
+    from betaspec.data.models import text_windows
+    from impl.calibration.fit import data_free_codecs
 
     if not (asset_present("smollm2") and asset_present("text")):
         pytest.skip("SmolLM2 or the text is not fetched (run `betaspec fetch-assets`)")

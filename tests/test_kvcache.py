@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from impl.kvcache import KeyCodec, OneBitKeyStore, decode_keys, encode_keys
+from impl.cache.store import KeyCodec, OneBitKeyStore, decode_keys, encode_keys
 from impl.rotation import random_orthogonal
 from impl.sign_quant import dequantize_1bit, quantize_1bit
 

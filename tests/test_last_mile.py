@@ -17,10 +17,16 @@ import sympy as sp
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
-from impl.last_mile import beta_deficit, deficit_bound, deficit_expansion, hessian_coefficient, perp_component
-from impl.sign_quant import cos_sign
 from strategies import FLOATS, eps, real_tensors, seeds
+
+from impl.last_mile import (
+    beta_deficit,
+    deficit_bound,
+    deficit_expansion,
+    hessian_coefficient,
+    perp_component,
+)
+from impl.sign_quant import cos_sign
 
 
 def expansion_tol(d: int, dtype: torch.dtype) -> float:

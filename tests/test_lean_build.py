@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from betaspec.lean_build import (
+from betaspec.spec.lean_build import (
     BuildRecord,
     LeanToolchainMissing,
     axiom_problems,
@@ -12,7 +12,7 @@ from betaspec.lean_build import (
     parse_print_axioms,
     run_lean_check,
 )
-from betaspec.registry import parse_registry
+from betaspec.spec.registry import parse_registry
 
 # Recorded from Lean 4 `#print axioms` output (messages as `lake env lean` prints them).
 SAMPLE_AXIOMS = """\

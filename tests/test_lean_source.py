@@ -5,7 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from betaspec.lean_source import LeanParseError, mask_comments_and_strings, parse_lean_file, LeanProject
+from betaspec.spec.lean_source import (
+    LeanParseError,
+    LeanProject,
+    mask_comments_and_strings,
+    parse_lean_file,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lean"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from betaspec.markers import MarkerError, collect_markers_from_source
+from betaspec.spec.markers import MarkerError, collect_markers_from_source
 
 SOURCE = '''
 import pytest

@@ -9,8 +9,10 @@ import math
 import pytest
 import torch
 
-from betaspec.assets import MODELS, asset_present, load_model, offline_transformers
-from betaspec.models import (
+from betaspec.data.catalog import MODELS
+from betaspec.data.load import load_model
+from betaspec.data.locations import asset_present
+from betaspec.data.models import (
     cache_kwarg,
     collect_keys,
     perplexity,
@@ -18,6 +20,7 @@ from betaspec.models import (
     tiny_gemma3,
     tiny_llama,
 )
+from betaspec.data.offline import offline_transformers
 
 TINY = {"llama": tiny_llama, "gemma3": tiny_gemma3}
 

@@ -20,6 +20,7 @@ import sympy as sp
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import eps, real_tensors
 
 from impl.moments import (
     ISOTROPIC_COS,
@@ -33,7 +34,6 @@ from impl.moments import (
     sphere_expected_cos,
 )
 from impl.sign_quant import cos_sign
-from strategies import eps, real_tensors
 
 mpmath.mp.dps = 40
 EPS64 = eps(torch.float64)

@@ -2,9 +2,17 @@
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from impl.packing import pack_bits, pack_signs, packed_sign_scores, packed_width, unpack_bits, unpack_signs
+from impl.cache.packing import (
+    pack_bits,
+    pack_signs,
+    packed_sign_scores,
+    packed_width,
+    unpack_bits,
+    unpack_signs,
+)
 from impl.sign_quant import sign_vec
 
 

@@ -39,8 +39,8 @@ from betaspec.report.page import fmt_value, placeholders  # noqa: E402
 from betaspec.study import runner  # noqa: E402
 from betaspec.study.context import StudyBudget, StudyContext  # noqa: E402
 from betaspec.study.envelope import load_result  # noqa: E402
+from betaspec.study.titles import WIDGET_TITLES  # noqa: E402
 from betaspec.study.widget import Widget, WidgetOutput, WidgetView, claim  # noqa: E402
-from betaspec.widgets import WIDGET_TITLES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,9 +173,9 @@ def test_report_files_and_order(report):
 
 
 def test_header_shows_run_settings_and_proof_status(report):
-    from betaspec.lean_build import load_record, sources_digest
-    from betaspec.leanmd import machine_check_statement
-    from betaspec.registry import STATUSES, load_registry
+    from betaspec.spec.lean_build import load_record, sources_digest
+    from betaspec.spec.leanmd import machine_check_statement
+    from betaspec.spec.registry import STATUSES, load_registry
 
     index = (report / "index.html").read_text(encoding="utf-8")
     header = index.split("</header>")[0]
@@ -188,12 +188,12 @@ def test_header_shows_run_settings_and_proof_status(report):
         assert f"<td>{html.escape(pkg)}</td><td>{html.escape(version)}" in header
     total = sum(r["wall_time_s"] for r in results)
     assert f"{total:.1f} s" in header
-    reg = load_registry(REPO / "betaspec" / "registry.yaml")
+    reg = load_registry(REPO / "betaspec" / "spec" / "registry.yaml")
     for s in STATUSES:
         n = sum(t.status == s for t in reg)
         assert re.search(rf'<span class="badge s-{s}">{s}</span></td><td>{n}</td>', header), s
     # the machine-checking sentence, exactly as lean.md states it
-    sentence = machine_check_statement(load_record(REPO / "betaspec" / "lean_build.json"), sources_digest(REPO))
+    sentence = machine_check_statement(load_record(REPO / "betaspec" / "spec" / "lean_build.json"), sources_digest(REPO))
     lean_md = (report / "lean.md").read_text(encoding="utf-8")
     assert sentence in lean_md.splitlines()
     assert render_inline(sentence) in header
@@ -211,12 +211,12 @@ def test_claim_check_lines_come_from_the_json(report):
 
 
 def test_theorem_links_resolve_in_lean_html_and_lean_md(report):
-    from betaspec.registry import load_registry
+    from betaspec.spec.registry import load_registry
 
     index = (report / "index.html").read_text(encoding="utf-8")
     lean_html_ids = _lean_ids_html((report / "lean.html").read_text(encoding="utf-8"))
     lean_md_ids = set(re.findall(r'^<a id="([^"]+)"></a>$', (report / "lean.md").read_text(encoding="utf-8"), re.M))
-    reg = load_registry(REPO / "betaspec" / "registry.yaml")
+    reg = load_registry(REPO / "betaspec" / "spec" / "registry.yaml")
     secs = _sections(index)
     linked_any = set()
     for n, body in secs.items():
@@ -233,9 +233,9 @@ def test_theorem_links_resolve_in_lean_html_and_lean_md(report):
 
 
 def test_writeup_citations_name_registered_theorems():
-    from betaspec.registry import load_registry
+    from betaspec.spec.registry import load_registry
 
-    names = set(load_registry(REPO / "betaspec" / "registry.yaml").names())
+    names = set(load_registry(REPO / "betaspec" / "spec" / "registry.yaml").names())
     for n, cited in explore_mod.WRITEUP_CITATIONS.items():
         assert n in WIDGET_TITLES and set(cited) <= names
 

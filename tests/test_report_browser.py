@@ -15,12 +15,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_report import (
+    REPO,
+    _cached_lean_pages,
+    fake_report,
+    real_widgets,
+    tiny_real_results,
+)
 
 from betaspec.report import explore as explore_mod
 from betaspec.report.page import placeholders
 from betaspec.study import runner
-
-from test_report import REPO, _cached_lean_pages, fake_report, real_widgets, tiny_real_results
 
 pytestmark = pytest.mark.browser
 

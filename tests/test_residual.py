@@ -21,9 +21,23 @@ import sympy as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import (
+    FLOATS,
+    eps,
+    orthonormal_frame,
+    real_tensors,
+    scaled_examples,
+    seeds,
+)
 
-from impl.residual import beta_eff, gamma_r, low_rank_error, rank_r_correction, top_k_mask, top_k_sum
-from strategies import FLOATS, eps, orthonormal_frame, real_tensors, scaled_examples, seeds
+from impl.residual import (
+    beta_eff,
+    gamma_r,
+    low_rank_error,
+    rank_r_correction,
+    top_k_mask,
+    top_k_sum,
+)
 
 
 def spectral_tol(n: int, d: int, r: int, dtype: torch.dtype) -> float:

@@ -17,6 +17,14 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import (
+    FLOATS,
+    eps,
+    orthogonal_matrix,
+    real_tensors,
+    scaled_examples,
+    seeds,
+)
 
 from impl.rotation import (
     batch_full_gap,
@@ -31,7 +39,6 @@ from impl.rotation import (
 )
 from impl.sign_quant import cos_sign, is_sign_lattice
 from impl.validation import orthogonality_atol
-from strategies import FLOATS, eps, orthogonal_matrix, real_tensors, scaled_examples, seeds
 
 Z = 5.0
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import FLOATS, eps, real_tensors
 
 from impl.sign_quant import (
     cos_sign,
@@ -29,7 +30,6 @@ from impl.sign_quant import (
     residual_energy,
     sign_vec,
 )
-from strategies import FLOATS, eps, real_tensors
 
 keys = real_tensors()
 nonzero_keys = real_tensors(allow_zero_rows=False)

@@ -25,7 +25,7 @@ from betaspec.report.page import placeholders  # noqa: E402
 from betaspec.study import runner  # noqa: E402
 from betaspec.study.context import SYNTHETIC, StudyBudget, StudyContext  # noqa: E402
 from betaspec.study.envelope import VERDICTS, load_result, validate  # noqa: E402
-from betaspec.widgets import WIDGET_TITLES  # noqa: E402
+from betaspec.study.titles import WIDGET_TITLES  # noqa: E402
 
 NUMBERS = (1, 2, 3, 4, 5, 6)
 MODULES = {1: "w01_moment_geometry", 2: "w02_isotropic_floor", 3: "w03_learned_rotation", 4: "w04_centering",

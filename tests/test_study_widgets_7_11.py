@@ -13,13 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from betaspec.models import tiny_gemma3, tiny_llama
+from betaspec.data.models import tiny_gemma3, tiny_llama
 from betaspec.study.context import StudyBudget, StudyContext
 from betaspec.study.envelope import load_result, validate
 from betaspec.study.runner import run_widget
-from betaspec.study.widgets import (_cache_points, w07_perplexity_memory, w08_layer_profile, w09_pareto,
-                                    w10_front_tokens, w11_ffn_weights)
-from betaspec.widgets import WIDGET_TITLES
+from betaspec.study.titles import WIDGET_TITLES
+from betaspec.study.widgets import (
+    _cache_points,
+    w07_perplexity_memory,
+    w08_layer_profile,
+    w09_pareto,
+    w10_front_tokens,
+    w11_ffn_weights,
+)
 
 MODULES = {7: w07_perplexity_memory, 8: w08_layer_profile, 9: w09_pareto, 10: w10_front_tokens, 11: w11_ffn_weights}
 BUDGET = StudyBudget(quick=True, train_tokens=192, heldout_tokens=96, window=48, steps=4, batch_size=192, lr=2e-2,

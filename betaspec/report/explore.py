@@ -27,9 +27,17 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..widgets import WIDGET_TITLES
+from ..study.titles import WIDGET_TITLES
 from .jsonpath import PathError, get_path, numbers_under
-from .page import Header, TheoremLink, WidgetSection, fmt_value, placeholders, render_index, render_lean_page
+from .page import (
+    Header,
+    TheoremLink,
+    WidgetSection,
+    fmt_value,
+    placeholders,
+    render_index,
+    render_lean_page,
+)
 
 MARKER = ".betaspec-report"  # marks a folder this command wrote (and may therefore replace)
 FIGURE_DPI = 110
@@ -162,12 +170,12 @@ def check_view_lines(view: Any, result: dict[str, Any]) -> tuple[list[tuple[str,
 def _lean_pages(root: Path) -> tuple[str, str, bool]:
     """(lean.md text as `betaspec lean-md` writes it now, the machine-checking sentence,
     whether the checkout's lean.md is stale)."""
-    from ..check import Tree
-    from ..lean_build import load_record, sources_digest
-    from ..lean_source import load_lean_project
-    from ..leanmd import machine_check_statement, render_lean_md
-    from ..markers import collect_markers
-    from ..registry import load_registry
+    from ..spec.lean_build import load_record, sources_digest
+    from ..spec.lean_source import load_lean_project
+    from ..spec.leanmd import machine_check_statement, render_lean_md
+    from ..spec.markers import collect_markers
+    from ..spec.registry import load_registry
+    from ..spec.tree import Tree
 
     tree = Tree.at(root)
     registry = load_registry(tree.registry_path)
@@ -182,7 +190,7 @@ def _lean_pages(root: Path) -> tuple[str, str, bool]:
 
 
 def _header(sections: list[WidgetSection], registry: Any, sentence: str, numbers: list[int]) -> Header:
-    from ..registry import STATUSES
+    from ..spec.registry import STATUSES
 
     results = [(s.number, s.result) for s in sections if s.result is not None]
     modes = list(dict.fromkeys("quick" if r.get("quick") else "full" for _, r in results))
@@ -220,9 +228,9 @@ def _header(sections: list[WidgetSection], registry: Any, sentence: str, numbers
 
 def _section(n: int, results_dir: Path, widgets: dict[int, Any] | None, widgets_error: str | None,
              study_error: str | None, registry: Any, dest: Path) -> WidgetSection:
-    from ..study.envelope import ENVELOPE_SCHEMA, load_result, result_path
-
     import jsonschema
+
+    from ..study.envelope import ENVELOPE_SCHEMA, load_result, result_path
 
     sec = WidgetSection(number=n, title=WIDGET_TITLES.get(n, f"widget {n}"))
     sec.theorems, sec.cited = theorem_links(registry, n)
@@ -305,14 +313,15 @@ def build_report(results_dir: Path, out: Path, root: Path, numbers: list[int] | 
                  ) -> list[WidgetSection]:
     """Write the report for `numbers` (default 1–11) from the results in `results_dir` into
     `out`, atomically. Returns the sections; those with `errors` failed (an error box shows)."""
-    from ..registry import load_registry
+    from ..spec.registry import load_registry
+    from ..spec.tree import Tree
     from ..study import runner
 
     say = progress or (lambda msg: None)
     numbers = sorted(numbers) if numbers else sorted(WIDGET_TITLES)
     results_dir, out = Path(results_dir), Path(out)
     _check_out_dir(out, root, results_dir)
-    registry = load_registry(Path(root) / "betaspec" / "registry.yaml")
+    registry = load_registry(Tree.at(root).registry_path)
     lean_md, sentence, stale = _lean_pages(Path(root))
     if stale:
         say("note: the checkout's lean.md is stale or missing; the report uses the current rendering "
@@ -367,7 +376,7 @@ def summary_lines(sections: list[WidgetSection]) -> list[str]:
 
 def explore(args: argparse.Namespace) -> int:
     """The `betaspec explore` command (see the module docstring); 0 when every widget shows."""
-    from ..cli import find_root
+    from ..spec.tree import find_root
 
     say = _Progress(not getattr(args, "quiet", False))
     quick = bool(getattr(args, "quick", False))

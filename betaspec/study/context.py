@@ -4,7 +4,7 @@ Widgets ask the context; the context computes each expensive thing once per run 
 rotations once per machine, through calibration artifacts on disk), so eleven widgets cost
 little more than their union.
 
-Token sets are disjoint by document (`betaspec.corpus`): codecs are fitted on ``train`` keys only
+Token sets are disjoint by document (`betaspec.data.corpus`): codecs are fitted on ``train`` keys only
 and measured on ``train``, ``heldout`` (same kind of text, other documents) and ``ood`` (Milton
 and an encyclopaedia article).
 
@@ -24,14 +24,21 @@ from typing import Any, Iterable
 
 import torch
 
-from impl.calibration import CodecQuality, codec_quality, fit_codec
-from impl.kvcache import KeyCodec
+from impl.cache.store import KeyCodec
+from impl.calibration.fit import CodecQuality, codec_quality, fit_codec
 from impl.residual import rank_r_correction
 from impl.rotation import random_orthogonal
 
-from ..artifacts import ArtifactError, Calibration, load_calibration, save_calibration
-from ..assets import MODELS, asset_present, load_model, model_spec
-from ..models import collect_keys, text_windows
+from ..data.catalog import MODELS, model_spec
+from ..data.load import load_model
+from ..data.locations import asset_present
+from ..data.models import collect_keys, text_windows
+from ..keycache.artifacts import (
+    ArtifactError,
+    Calibration,
+    load_calibration,
+    save_calibration,
+)
 
 SPLITS = ("train", "heldout", "ood")
 SYNTHETIC = "synthetic"
@@ -106,38 +113,38 @@ SKIP_FIRST = 0
 
 
 def _source_digest(files: Iterable[Path]) -> str:
-    """SHA-256 (first 16 hex digits) of the files' paths and bytes, in sorted order."""
+    """SHA-256 (first 16 hex digits) of the files' paths (from the repository root) and bytes, in
+    sorted order."""
     import hashlib
 
+    top = Path(__file__).resolve().parents[2]
     h = hashlib.sha256()
-    for f in sorted(files):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    for f in sorted(Path(x).resolve() for x in files):
+        h.update(f.relative_to(top).as_posix().encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
 
 @functools.cache
 def fitting_code_digest() -> str:
-    """Digest of the sources that determine a fitted codec."""
-    import impl.calibration
-    import impl.rotation
-    import impl.sign_quant
+    """Digest of the sources that determine a fitted codec: the fitting package and the math it uses."""
+    import impl
 
-    return _source_digest(Path(m.__file__) for m in (impl.calibration, impl.rotation, impl.sign_quant))
+    base = Path(impl.__file__).parent
+    return _source_digest([*(base / "calibration").rglob("*.py"),
+                           *(base / f"{m}.py" for m in ("rotation", "sign_quant", "hadamard", "residual"))])
 
 
 @functools.cache
 def study_code_digest() -> str:
-    """Digest of the sources that determine a widget's result: the `impl` package, the study package
-    and the model, text and artifact modules it reads through. A result made by other code is stale.
-    Computed once per process (the sources of a running process do not change)."""
+    """Digest of the sources that determine a widget's result: the `impl` package and the study, data
+    and key-cache packages it reads through. A result made by other code is stale. Computed once per
+    process (the sources of a running process do not change)."""
+    import betaspec
     import impl
 
-    import betaspec
-
     pkg = Path(betaspec.__file__).parent
-    files = [*Path(impl.__file__).parent.glob("*.py"), *(pkg / "study").rglob("*.py"),
-             *(pkg / name for name in ("models.py", "corpus.py", "assets.py", "artifacts.py"))]
-    return _source_digest(files)
+    return _source_digest([*Path(impl.__file__).parent.rglob("*.py"),
+                           *(f for sub in ("study", "data", "keycache") for f in (pkg / sub).rglob("*.py"))])
 
 
 @dataclass

@@ -9,8 +9,16 @@ from typing import Any, Iterable
 import torch
 
 from .context import StudyBudget, StudyContext, study_code_digest
-from .envelope import (SCHEMA_ID, SCHEMA_VERSION, load_result, package_versions, result_path, utc_now,
-                       validate, write_json_atomically)
+from .envelope import (
+    SCHEMA_ID,
+    SCHEMA_VERSION,
+    load_result,
+    package_versions,
+    result_path,
+    utc_now,
+    validate,
+    write_json_atomically,
+)
 from .widget import Widget
 
 

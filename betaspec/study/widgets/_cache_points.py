@@ -3,7 +3,7 @@
 An operating point is a codec (``srht``: the data-free SRHT, uncentred; ``learned_centred``: the
 learned L¹-max rotation after DC-mean centring), a correction rank r and a protection count n.
 For a real model it is measured by running the model on the context's held-out perplexity windows
-with `OneBitKeyCache(codecs, n)` as its cache (`betaspec.cache_runs.onebit_perplexity`), and its memory is
+with `OneBitKeyCache(codecs, n)` as its cache (`betaspec.keycache.runs.onebit_perplexity`), and its memory is
 read from that cache's own report (`OneBitKeyCache.memory`) — not from a formula. For the
 synthetic key source (no language model) the memory comes from a `OneBitKeyStore` holding
 synthetic held-out keys, and perplexity is not measured.
@@ -31,11 +31,17 @@ from typing import Any
 
 import torch
 
-from impl.kvcache import KeyCodec, MemoryReport, OneBitKeyStore, decode_keys, encode_keys
-from impl.packing import packed_width
+from impl.cache.packing import packed_width
+from impl.cache.store import (
+    KeyCodec,
+    MemoryReport,
+    OneBitKeyStore,
+    decode_keys,
+    encode_keys,
+)
 
-from ...cache_runs import onebit_perplexity
-from ...models import perplexity
+from ...data.models import perplexity
+from ...keycache.runs import onebit_perplexity
 from ..context import SYNTHETIC, StudyContext
 
 VIEW = "post_rope"                     # the cache stores post-RoPE keys
@@ -95,7 +101,7 @@ def fp_point(ctx: StudyContext, source: str) -> dict[str, Any]:
     key = ("fp", source)
     if key in memo:
         return memo[key]
-    from ...assets import offline_transformers
+    from ...data.offline import offline_transformers
 
     model, _ = ctx.model(source)
     windows = ctx.ppl_windows(source)

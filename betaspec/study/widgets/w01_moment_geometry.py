@@ -17,9 +17,9 @@ import torch
 from impl.moments import gg_beta, sample_generalized_gaussian
 from impl.sign_quant import cos_sign
 
-from ...assets import MODELS
-from ...widgets import WIDGET_TITLES
+from ...data.catalog import MODELS
 from ..context import StudyContext
+from ..titles import WIDGET_TITLES
 from ..widget import Widget, WidgetOutput, WidgetView, claim
 from ._keystats import Annotation, fnum, new_figure, num_array, obj
 

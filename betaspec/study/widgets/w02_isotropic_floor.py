@@ -17,15 +17,29 @@ from typing import Any
 import torch
 
 from impl.hadamard import random_signs, srht
-from impl.moments import ISOTROPIC_COS, ISOTROPIC_FLOOR, sample_generalized_gaussian, sphere_expected_cos
+from impl.moments import (
+    ISOTROPIC_COS,
+    ISOTROPIC_FLOOR,
+    sample_generalized_gaussian,
+    sphere_expected_cos,
+)
 from impl.rotation import random_orthogonal
 from impl.sign_quant import cos_sign
 
-from ...widgets import WIDGET_TITLES
 from ..context import StudyContext
+from ..titles import WIDGET_TITLES
 from ..widget import Widget, WidgetOutput, WidgetView, claim
-from ._keystats import (SOURCE_LABEL, SUMMARY_SCHEMA, Annotation, fnum, new_figure, obj, preferred,
-                        real_sources, summary)
+from ._keystats import (
+    SOURCE_LABEL,
+    SUMMARY_SCHEMA,
+    Annotation,
+    fnum,
+    new_figure,
+    obj,
+    preferred,
+    real_sources,
+    summary,
+)
 
 NUMBER = 2
 LAWS = ("laplace", "uniform", "gaussian")

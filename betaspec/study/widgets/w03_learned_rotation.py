@@ -18,11 +18,24 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ...widgets import WIDGET_TITLES
 from ..context import SPLITS, StudyContext
+from ..titles import WIDGET_TITLES
 from ..widget import Widget, WidgetOutput, WidgetView, claim
-from ._keystats import (CONFIG_LABEL, SUMMARY_SCHEMA, VIEW_LABEL, Annotation, centre_key, flat, new_figure, obj,
-                        preferred, real_sources, summary, view_configs, where)
+from ._keystats import (
+    CONFIG_LABEL,
+    SUMMARY_SCHEMA,
+    VIEW_LABEL,
+    Annotation,
+    centre_key,
+    flat,
+    new_figure,
+    obj,
+    preferred,
+    real_sources,
+    summary,
+    view_configs,
+    where,
+)
 
 NUMBER = 3
 BAND = (0.919, 0.965)   # the write-up's "0.919–0.965"

@@ -19,13 +19,23 @@ from typing import Any
 
 import torch
 
-from impl.packing import pack_signs
+from impl.cache.packing import pack_signs
 
-from ...widgets import WIDGET_TITLES
 from ..context import StudyContext
+from ..titles import WIDGET_TITLES
 from ..widget import Widget, WidgetOutput, WidgetView, claim
-from ._keystats import (Annotation, centre_key, mean, new_figure, num_array, obj, preferred,
-                        real_sources, view_configs, where)
+from ._keystats import (
+    Annotation,
+    centre_key,
+    mean,
+    new_figure,
+    num_array,
+    obj,
+    preferred,
+    real_sources,
+    view_configs,
+    where,
+)
 
 NUMBER = 4
 COLLAPSE_CONFIGS = (("identity", False), ("learned", False), ("learned", True))

@@ -21,13 +21,24 @@ from typing import Any
 
 import torch
 
-from impl.calibration import codec_quality, fit_codec
+from impl.calibration.fit import codec_quality, fit_codec
 
-from ...widgets import WIDGET_TITLES
 from ..context import StudyContext, synthetic_keys
+from ..titles import WIDGET_TITLES
 from ..widget import Widget, WidgetOutput, WidgetView, claim
-from ._keystats import (Annotation, centre_key, fnum, get, new_figure, num_array, obj, preferred, real_sources,
-                        view_configs, where)
+from ._keystats import (
+    Annotation,
+    centre_key,
+    fnum,
+    get,
+    new_figure,
+    num_array,
+    obj,
+    preferred,
+    real_sources,
+    view_configs,
+    where,
+)
 
 NUMBER = 5
 CHECK_STEP = 50          # the write-up: "β ≥ 0.85 by step 50"

@@ -18,13 +18,22 @@ from typing import Any
 
 import torch
 
-from impl.kvcache import decode_keys, encode_keys
+from impl.cache.store import decode_keys, encode_keys
 from impl.residual import beta_eff
 
-from ...widgets import WIDGET_TITLES
 from ..context import SPLITS, StudyContext
+from ..titles import WIDGET_TITLES
 from ..widget import Widget, WidgetOutput, WidgetView, claim
-from ._keystats import Annotation, fnum, mean, new_figure, num_array, obj, real_sources, where
+from ._keystats import (
+    Annotation,
+    fnum,
+    mean,
+    new_figure,
+    num_array,
+    obj,
+    real_sources,
+    where,
+)
 
 NUMBER = 6
 VIEW = "post_rope"

@@ -26,8 +26,8 @@ import torch
 
 from impl.moments import beta_vec
 
-from ...widgets import WIDGET_TITLES
 from ..context import SPLITS, SYNTHETIC, StudyContext
+from ..titles import WIDGET_TITLES
 from ..widget import Widget, WidgetOutput, WidgetView
 from ._keystats import SOURCE_LABEL, Annotation, new_figure, obj
 

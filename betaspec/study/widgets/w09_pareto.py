@@ -20,8 +20,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ...widgets import WIDGET_TITLES
 from ..context import SYNTHETIC, StudyContext
+from ..titles import WIDGET_TITLES
 from ..widget import Widget, WidgetOutput, WidgetView, claim
 from . import _cache_points as cp
 from ._keystats import SOURCE_LABEL, Annotation, new_figure, obj

@@ -26,10 +26,10 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from impl.kvcache import OneBitKeyStore
+from impl.cache.store import OneBitKeyStore
 
-from ...widgets import WIDGET_TITLES
 from ..context import SYNTHETIC, StudyContext
+from ..titles import WIDGET_TITLES
 from ..widget import Widget, WidgetOutput, WidgetView, claim
 from . import _cache_points as cp
 from ._keystats import SOURCE_LABEL, Annotation, new_figure, obj

@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 from impl.moments import beta_vec
 from impl.rotation import batch_full_gap, random_orthogonal
 
-from ...models import decoder_layers
-from ...widgets import WIDGET_TITLES
+from ...data.models import decoder_layers
 from ..context import StudyContext
+from ..titles import WIDGET_TITLES
 from ..widget import Widget, WidgetOutput, WidgetView, claim
 from ._keystats import SOURCE_LABEL, Annotation, new_figure, obj
 

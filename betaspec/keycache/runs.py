@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from impl.calibration import data_free_codecs
-from impl.hf_cache import OneBitKeyCache
-from impl.kvcache import KeyCodec, MemoryReport
+from impl.cache.hf import OneBitKeyCache
+from impl.cache.store import KeyCodec, MemoryReport
+from impl.calibration.fit import data_free_codecs
 
+from ..data.catalog import model_spec
+from ..data.models import PerplexityResult, cache_kwarg, perplexity
 from .artifacts import load_calibration
-from .assets import model_spec
-from .models import PerplexityResult, cache_kwarg, perplexity
 
 
 def codecs_for(model_name: str, calibration: Path | str | None = None, rotation: str = "srht",

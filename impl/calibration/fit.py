@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from impl.cache.store import KeyCodec
 from impl.hadamard import hadamard_matrix, random_signs
-from impl.kvcache import KeyCodec
 from impl.moments import beta_vec
 from impl.residual import rank_r_correction
 from impl.rotation import learn_rotation

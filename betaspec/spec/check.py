@@ -20,13 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic_files import write_text_atomically
+from ..atomic_files import write_text_atomically
 from .impl_ref import ImplError, resolve_impl
-from .lean_build import axiom_problems, load_record, sources_digest, DEFAULT_RECORD
+from .lean_build import axiom_problems, load_record, sources_digest
 from .lean_source import LeanParseError, LeanProject, load_lean_project
 from .leanmd import render_lean_md
 from .markers import MarkerError, collect_markers
 from .registry import Registry, RegistryError, load_registry
+from .tree import REGISTRY_REL, Tree
 
 # Modules under Proofs/ that are compiled on their own, not imported by Proofs.lean.
 STANDALONE_MODULES = {"Proofs/NameCheck.lean"}
@@ -46,24 +47,6 @@ class Problem:
             parts.append(f"{self.where}:")
         parts.append(self.message)
         return " ".join(parts)
-
-
-@dataclass
-class Tree:
-    """Where the pieces live; tests point this at fixture trees."""
-
-    root: Path
-    registry_path: Path
-    record_path: Path
-
-    @classmethod
-    def at(cls, root: Path | str) -> "Tree":
-        r = Path(root).resolve()
-        return cls(root=r, registry_path=r / "betaspec" / "registry.yaml", record_path=r / "betaspec" / DEFAULT_RECORD.name)
-
-    @property
-    def lean_md(self) -> Path:
-        return self.root / "lean.md"
 
 
 def _lean_problems(registry: Registry, project: LeanProject) -> list[Problem]:
@@ -128,10 +111,10 @@ def _impl_problems(registry: Registry) -> list[Problem]:
         try:
             fn = resolve_impl(t.impl)
         except ImplError as exc:
-            problems.append(Problem(t.name, "betaspec/registry.yaml", f"impl {t.impl}: {exc}"))
+            problems.append(Problem(t.name, str(REGISTRY_REL), f"impl {t.impl}: {exc}"))
             continue
         if t.name not in fn.doc:
-            problems.append(Problem(t.name, "betaspec/registry.yaml",
+            problems.append(Problem(t.name, str(REGISTRY_REL),
                                     f"impl {t.impl}: its docstring does not name the theorem {t.name!r}"))
     return problems
 

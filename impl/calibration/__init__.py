@@ -1,0 +1,1 @@
+"""Fitting a codec's transform to calibration keys, and measuring its quality."""
