@@ -8,3 +8,4 @@ import Proofs.LastMile
 import Proofs.ResidualCorrection
 import Proofs.KyFan
 import Proofs.OpenTargets
+import Proofs.MultiLevel

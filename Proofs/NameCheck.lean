@@ -395,3 +395,65 @@ were not re-read individually. -/
 #check @RCLike.ofReal_real_eq_id
 -- core (Init/Core.lean)
 #check @id_eq
+
+/-! ## Section 7 (`MultiLevel.lean`)
+
+Names used by `Proofs/MultiLevel.lean`, each read in the stored Mathlib source (the file named
+above it) unless marked otherwise. `Fintype.sum_prod_type` takes `f` explicitly in recent trees
+and implicitly in older ones; the proof passes it as the named argument `(f := …)`, which works
+either way. Names already listed above (`Finset.sum_congr`, `Finset.mul_sum`, `Equiv.sum_comp`,
+`Matrix.dotProduct_mulVec`, `Matrix.mulVec_transpose`, `MeasureTheory.integral_const_mul`,
+`ProbabilityTheory.gaussianReal`, `NNReal.coe_one`, `div_mul_cancel₀`, `div_eq_iff`,
+`mul_div_mul_left`, `abs_le`, `abs_mul`, `abs_of_pos`, `Real.exp_add`, `Real.exp_pos`, …) are
+not repeated. -/
+
+-- Mathlib/Algebra/BigOperators/Group/Finset/Basic.lean (`to_additive` of
+-- `prod_fiberwise_of_maps_to` and `prod_union`; signatures
+-- `{g : ι → κ} (h : ∀ i ∈ s, g i ∈ t) (f : ι → M)` and `(h : Disjoint s₁ s₂)`)
+#check @Finset.sum_fiberwise_of_maps_to
+#check @Finset.sum_union
+-- Mathlib/Data/Finset/Image.lean
+#check @Finset.image
+#check @Finset.mem_image_of_mem
+-- Mathlib/Data/Finset/Filter.lean (not re-read)
+#check @Finset.filter
+-- Mathlib/Algebra/BigOperators/Field.lean
+#check @Finset.sum_div
+-- Mathlib/Algebra/Order/Round.lean
+#check @round
+#check @abs_sub_round
+-- Mathlib/Logic/Equiv/Fin/Basic.lean (`toFun x := ⟨x.2 + n * x.1, _⟩`)
+#check @finProdFinEquiv
+-- Mathlib/Data/Fintype/BigOperators.lean
+#check @Fintype.sum_prod_type
+-- Mathlib/Data/Matrix/Mul.lean (`x ᵥ* Aᵀ = A *ᵥ x`)
+#check @Matrix.vecMul_transpose
+-- Mathlib/Algebra/Group/Basic.lean (`a / b * c = a * c / b`)
+#check @div_mul_eq_mul_div
+-- Mathlib/Algebra/GroupWithZero/Basic.lean (`div_self` seen; `div_zero` not re-read)
+#check @div_self
+#check @div_zero
+-- Mathlib/MeasureTheory/Integral/Bochner/Basic.lean
+#check @MeasureTheory.integral_add
+#check @MeasureTheory.integral_div
+-- Mathlib/MeasureTheory/Function/L1Space/Integrable.lean
+#check @MeasureTheory.Integrable.add
+#check @MeasureTheory.Integrable.const_mul
+-- Mathlib/MeasureTheory/Constructions/Pi.lean (no `SigmaFinite` needed for the definition)
+#check @MeasureTheory.Measure.pi
+-- Mathlib/Algebra/Notation/Indicator.lean (file listed in the store; declaration not re-read)
+#check @Set.indicator
+-- Mathlib/Order/Monotone/Defs.lean, Mathlib/MeasureTheory/MeasurableSpace/Defs.lean (not re-read)
+#check @StrictMono
+#check @Measurable
+-- core (Nat.Basic; not re-read)
+#check @Nat.add_comm
+-- Mathlib/Analysis/Real/Sqrt.lean, Mathlib/Analysis/Real/Pi/Bounds.lean,
+-- Mathlib/Analysis/SpecialFunctions/Exp.lean, Mathlib/Data/Matrix/Defs.lean (not re-read)
+#check @Real.sqrt
+#check @Real.pi
+#check @Real.exp
+#check @Matrix.transpose
+-- core (Init/Prelude.lean, Init/Core.lean)
+#check @congrArg
+#check @funext
