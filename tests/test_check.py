@@ -175,6 +175,57 @@ def test_marker_naming_unknown_theorem_fails(tree):
     assert any(m.startswith("tests/test_fix.py:11:") and "unknown theorem 'epsilon'" in m for m in msgs), msgs
 
 
+@pytest.mark.parametrize(
+    "name, status, old, needs",
+    [
+        ("alpha", "proven", '@pytest.mark.theorem("alpha")', "a test of its statement"),
+        ("beta", "stated", '@pytest.mark.theorem("beta")', "a test of its statement"),
+        ("gamma", "open", '@pytest.mark.theorem("gamma")', "the test of the target's metric"),
+        ("delta", "empirical", '@pytest.mark.theorem("delta")', "the test that makes its measurement"),
+    ],
+)
+def test_entry_with_only_exercises_markers_fails(tree, capsys, name, status, old, needs):
+    """A test that only exercises the code around a theorem does not cover it: with its one
+    theorem marker turned into an exercises marker, the entry is a problem naming the marker."""
+    path = tree.root / "tests" / "test_fix.py"
+    line = path.read_text().splitlines().index(old) + 1
+    _edit(path, old, old.replace(".theorem(", ".exercises("))
+    msgs = _messages(tree)
+    mine = [m for m in msgs if m.startswith(f"[{name}] tests/:")]
+    assert len(mine) == 1, msgs
+    assert "the tests only exercise it" in mine[0] and f"tests/test_fix.py:{line}" in mine[0], mine
+    assert f"a {status} entry needs {needs}" in mine[0], mine
+    assert not any(m.startswith("[") and not m.startswith(f"[{name}]") for m in msgs), msgs
+    assert main(["check", "--root", str(tree.root)]) == 1
+    assert f"[{name}] tests/: the tests only exercise it" in capsys.readouterr().err
+
+
+def test_exercises_markers_beside_a_theorem_marker_pass_and_are_listed_apart(tree):
+    _edit(tree.root / "tests" / "test_fix.py", '@pytest.mark.theorem("beta")\n',
+          '@pytest.mark.theorem("beta")\n@pytest.mark.exercises("alpha")\n')
+    assert any(m.startswith("lean.md: stale") for m in _messages(tree))
+    write_lean_md(tree)
+    assert _messages(tree) == []
+    text = tree.lean_md.read_text()
+    alpha = text[text.index("### alpha"):text.index("### beta")]
+    assert "- **Tests that check it:** `tests/test_fix.py::test_alpha`\n" in alpha
+    assert "- **Tests that exercise it:** `tests/test_fix.py::test_rest`\n" in alpha
+    beta = text[text.index("### beta"):text.index("### gamma")]
+    assert "- **Tests that check it:** `tests/test_fix.py::test_rest`\n" in beta
+    assert "- **Tests that exercise it:** none\n" in beta
+    gamma = text[text.index("### gamma"):text.index("### delta")]
+    assert "- **Tests that check its metric:** `tests/test_fix.py::test_rest`" in gamma
+    assert "- **Tests that measure it:** `tests/test_fix.py::test_rest`" in text[text.index("### delta"):]
+
+
+def test_exercises_marker_naming_unknown_theorem_fails(tree):
+    _edit(tree.root / "tests" / "test_fix.py", '@pytest.mark.theorem("alpha")\n',
+          '@pytest.mark.exercises("epsilon")\n@pytest.mark.theorem("alpha")\n')
+    msgs = _messages(tree)
+    assert any(m.startswith("tests/test_fix.py:4:") and "exercises marker names unknown theorem 'epsilon'" in m
+               for m in msgs), msgs
+
+
 def test_broken_impl_path_fails(tree):
     _edit(tree.registry_path, "bsfix_impl.f_alpha", "bsfix_impl.f_missing")
     msgs = _messages(tree)

@@ -1,4 +1,4 @@
-"""Static collection of @pytest.mark.theorem markers."""
+"""Static collection of @pytest.mark.theorem and @pytest.mark.exercises markers."""
 
 import pytest
 
@@ -39,7 +39,53 @@ def test_all_marker_forms_are_collected():
     }
 
 
+KINDS_SOURCE = '''
+import pytest
+from pytest import mark
+
+pytestmark = [pytest.mark.exercises("module_level")]
+
+@pytest.mark.theorem("checked")
+@pytest.mark.exercises("supported")
+def test_a():
+    assert True
+
+class TestGroup:
+    @mark.exercises("on_method")
+    def test_b(self):
+        assert True
+
+@pytest.mark.parametrize("y", [pytest.param(1, marks=[pytest.mark.exercises("in_param")])])
+def test_c(y):
+    assert y
+
+def helper():
+    return pytest.mark.exercise("typo")  # neither kind: not collected
+'''
+
+
+def test_both_kinds_are_collected_with_their_kind():
+    found = {(m.theorem, m.test, m.kind, m.line) for m in collect_markers_from_source(KINDS_SOURCE, "tests/test_k.py")}
+    assert found == {
+        ("module_level", "tests/test_k.py", "exercises", 5),
+        ("checked", "tests/test_k.py::test_a", "theorem", 7),
+        ("supported", "tests/test_k.py::test_a", "exercises", 8),
+        ("on_method", "tests/test_k.py::TestGroup::test_b", "exercises", 13),
+        ("in_param", "tests/test_k.py::test_c", "exercises", 17),
+    }
+
+
+def test_theorem_markers_have_kind_theorem():
+    assert {m.kind for m in collect_markers_from_source(SOURCE, "tests/test_x.py")} == {"theorem"}
+
+
 def test_non_literal_marker_argument_is_rejected():
     src = "import pytest\nNAME = 'x'\n@pytest.mark.theorem(NAME)\ndef test_a():\n    pass\n"
     with pytest.raises(MarkerError, match="test_y.py:3"):
         collect_markers_from_source(src, "tests/test_y.py")
+
+
+def test_non_literal_exercises_argument_is_rejected():
+    src = "import pytest\n\n@pytest.mark.exercises()\ndef test_a():\n    pass\n"
+    with pytest.raises(MarkerError, match=r"test_z.py:3: pytest.mark.exercises needs exactly one string literal"):
+        collect_markers_from_source(src, "tests/test_z.py")

@@ -9,8 +9,20 @@ Each problem names the registry entry (when there is one) and a ``file:line``. T
   status must be promoted); ``open``/``conjecture`` entries are ``def … : Prop`` without ``sorry``;
 * no ``axiom`` is declared anywhere in ``Proofs/``, and ``Proofs.lean`` imports every module;
 * every ``impl`` path imports, is callable, and its docstring names the theorem;
-* every theorem has at least one test marked ``@pytest.mark.theorem("<name>")`` and every marker
-  names a registered theorem;
+* test markers (``betaspec.spec.markers``) come in two kinds. ``@pytest.mark.theorem("<name>")``
+  goes only on a test that checks the entry against an independent reference (float64
+  recomputation from the definition, SymPy, mpmath, brute force); ``@pytest.mark.exercises("<name>")``
+  marks a supporting test, which does not count as coverage. What a ``theorem`` marker means,
+  and what each entry needs, depends on the status:
+
+  - ``proven`` / ``stated``: at least one ``theorem`` marker, on a test of the statement; an entry
+    whose tests only ``exercises`` it is a problem;
+  - ``open`` / ``conjecture``: at least one ``theorem`` marker, on the test of the target's
+    *metric* (the quantity the ``impl`` function reports as the witness or evidence) against an
+    independent reference — the target itself is not claimed;
+  - ``empirical``: at least one ``theorem`` marker, on the test that makes the measurement;
+
+  and every marker of either kind names a registered theorem;
 * ``lean.md`` is exactly what ``betaspec lean-md`` writes;
 * if a build record exists for the current sources, it shows no failure.
 """
@@ -25,7 +37,7 @@ from .impl_ref import ImplError, resolve_impl
 from .lean_build import axiom_problems, load_record, sources_digest
 from .lean_source import LeanParseError, LeanProject, load_lean_project
 from .leanmd import render_lean_md
-from .markers import MarkerError, collect_markers
+from .markers import THEOREM, MarkerError, collect_markers
 from .registry import Registry, RegistryError, load_registry
 from .tree import REGISTRY_REL, Tree
 
@@ -119,16 +131,42 @@ def _impl_problems(registry: Registry) -> list[Problem]:
     return problems
 
 
+_WHAT_A_THEOREM_TEST_CHECKS = {
+    "proven": "a test of its statement against an independent reference",
+    "stated": "a test of its statement against an independent reference",
+    "open": "the test of the target's metric against an independent reference",
+    "conjecture": "the test of the conjecture's metric against an independent reference",
+    "empirical": "the test that makes its measurement",
+}
+
+
 def _marker_problems(registry: Registry, markers) -> list[Problem]:
     problems: list[Problem] = []
     names = set(registry.names())
-    marked = {m.theorem for m in markers}
+    checked = {m.theorem for m in markers if m.kind == THEOREM}
+    exercised: dict[str, list] = {}
+    for m in markers:
+        if m.kind != THEOREM:
+            exercised.setdefault(m.theorem, []).append(m)
     for m in markers:
         if m.theorem not in names:
-            problems.append(Problem(None, f"{m.file}:{m.line}", f"marker names unknown theorem {m.theorem!r}"))
+            problems.append(Problem(None, f"{m.file}:{m.line}",
+                                    f"{m.kind} marker names unknown theorem {m.theorem!r}"))
     for t in registry:
-        if t.name not in marked:
-            problems.append(Problem(t.name, "tests/", f'no test is marked @pytest.mark.theorem("{t.name}")'))
+        if t.name in checked:
+            continue
+        needed = _WHAT_A_THEOREM_TEST_CHECKS.get(t.status, "a test of its statement")
+        only = sorted(exercised.get(t.name, []))
+        if only:
+            where = ", ".join(f"{m.file}:{m.line}" for m in only)
+            problems.append(Problem(t.name, "tests/",
+                                    f"the tests only exercise it ({len(only)} @pytest.mark.exercises marker(s): "
+                                    f'{where}); no test is marked @pytest.mark.theorem("{t.name}") — '
+                                    f"a {t.status} entry needs {needed}"))
+        else:
+            problems.append(Problem(t.name, "tests/",
+                                    f'no test is marked @pytest.mark.theorem("{t.name}") — '
+                                    f"a {t.status} entry needs {needed}"))
     return problems
 
 
