@@ -71,6 +71,27 @@ def stable_softmax(x: Tensor, dim: int = -1) -> Tensor:
     return out.to(result_dtype(x.dtype))
 
 
+def masked_softmax(logits: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor:
+    """`stable_softmax` of `logits` with a mask applied first — the one masking convention of the
+    project: ``mask`` is boolean (True = attend; False entries become −∞) or additive (added to
+    the logits; transformers' float masks hold 0 or a large negative number); None masks nothing.
+    A row with every entry masked gets probability 0 everywhere (total convention 0/0 = 0), never
+    NaN and never a uniform distribution over masked keys. `mask` broadcasts against `logits`."""
+    if mask is None:
+        return stable_softmax(logits, dim=dim)
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
+    x = logits.to(compute_dtype(logits.dtype))
+    if mask.dtype == torch.bool:
+        x = x.masked_fill(~mask, float("-inf"))
+    else:
+        m = mask.to(x.dtype)
+        # transformers marks masked entries with finfo(dtype).min; treat anything at or below half of
+        # it as −∞, so a fully masked row is recognised as such
+        x = torch.where(m <= torch.finfo(m.dtype).min / 2, torch.full_like(x, float("-inf")), x + m)
+    return stable_softmax(x, dim=dim).to(result_dtype(logits.dtype))
+
+
 class FoldedProjections(NamedTuple):
     """`W_q` and `W_k` with the rotation folded in: `R W_q`, `R W_k`."""
 
@@ -139,15 +160,17 @@ def protected_quantized_keys(
     return ProtectedKeys(keys=keys, exact=x, mean=m.squeeze(-2), rotation=R)
 
 
+def causal_mask(n_q: int, n_k: int, device=None) -> Tensor:
+    """Bottom-right aligned causal mask (True = attend): query i sees keys j ≤ i + (n_k − n_q)."""
+    i = torch.arange(n_q, device=device)[:, None]
+    j = torch.arange(n_k, device=device)[None, :]
+    return j <= i + (n_k - n_q)
+
+
 def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float, causal: bool) -> Tensor:
     logits = (q @ k.transpose(-1, -2)) * scale
-    if causal:
-        n_q, n_k = logits.shape[-2], logits.shape[-1]
-        # Bottom-right aligned: query i sees keys j ≤ i + (n_k − n_q).
-        i = torch.arange(n_q, device=q.device)[:, None]
-        j = torch.arange(n_k, device=q.device)[None, :]
-        logits = logits.masked_fill(j > i + (n_k - n_q), float("-inf"))
-    return stable_softmax(logits, dim=-1) @ v
+    mask = causal_mask(logits.shape[-2], logits.shape[-1], q.device) if causal else None
+    return masked_softmax(logits, mask, dim=-1) @ v
 
 
 def _qkv(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:

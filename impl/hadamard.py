@@ -185,3 +185,17 @@ def random_signs(
     bits = torch.randint(0, 2, (d,), generator=generator, device=generator.device)
     s = (2 * bits - 1).to(dtype)
     return s.to(device) if device is not None else s
+
+
+def srht_matrix(d: int, generator: torch.Generator, *, dtype: torch.dtype = torch.float32,
+                device: torch.device | str | None = None) -> Tensor:
+    """The SRHT as a matrix, `R = 2^{−n/2} H_n D` with `D = diag(s)` for random signs `s` drawn
+    from `generator` (srht_isometry: R is orthogonal, so `R k` is an isometry). `d = 2ⁿ` must be
+    a power of two. Built in float64, then cast."""
+    d = check_positive_int(d, "d")
+    if d & (d - 1):
+        raise ValueError(f"d must be a power of two for the SRHT, got {d}")
+    n = d.bit_length() - 1
+    s = random_signs(d, generator, dtype=torch.float64)
+    R = hadamard_matrix(n, dtype=torch.float64) * s[None, :] * 2.0 ** (-n / 2)
+    return R.to(dtype=dtype, device=device)

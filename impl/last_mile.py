@@ -65,12 +65,17 @@ def deficit_expansion(s: Tensor, u: Tensor, t: float | Tensor) -> Tensor:
     """`t²·sqnorm u⊥ / sqnorm (s + t•u)` — equal to `1 − cosSign (s + t•u)²` whenever every
     `|t·uᵢ| < 1` (beta_local_quadratic_expansion, exact). `t` is a number or broadcasts over
     the leading dimensions. Outside the no-flip region the right side is still returned but is
-    no longer the deficit."""
+    no longer the deficit. At `s + t•u = 0` (outside that region: there every `|t·uᵢ| = 1`) the
+    quotient follows Lean's total convention `x / 0 = 0`."""
     sc, uc = _s_u(s, u)
     tc = _t(t, uc)
     up = _perp(sc, uc)
     k = sc + tc.unsqueeze(-1) * uc
-    out = tc * tc * (up * up).sum(dim=-1) / (k * k).sum(dim=-1)
+    den = (k * k).sum(dim=-1)
+    tn = tc * torch.linalg.vector_norm(up, dim=-1)        # (t·‖u⊥‖)²: t² alone underflows for tiny t
+    num = tn * tn
+    pos = den > 0
+    out = torch.where(pos, num / torch.where(pos, den, torch.ones_like(den)), torch.zeros_like(num))
     return out.to(_out_dtype(s, u))
 
 
@@ -90,4 +95,5 @@ def deficit_bound(s: Tensor, u: Tensor, t: float | Tensor) -> Tensor:
     tc = _t(t, uc)
     d = sc.shape[-1]
     up = _perp(sc, uc)
-    return (4.0 * tc * tc * (up * up).sum(dim=-1) / d).to(_out_dtype(s, u))
+    tn = tc * torch.linalg.vector_norm(up, dim=-1)        # (t·‖u⊥‖)²: t² alone underflows for tiny t
+    return (4.0 * tn * tn / d).to(_out_dtype(s, u))

@@ -22,8 +22,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from impl.hadamard import hadamard_matrix, random_signs
+from impl.hadamard import srht_matrix
 from impl.moments import beta_vec
+from impl.multilevel import check_levels, level_cosine
 from impl.sign_quant import _pow2_normalize, cos_sign
 from impl.validation import (
     check_orthogonal,
@@ -172,11 +173,8 @@ def _initial_rotation(init, d: int, gen: torch.Generator, dtype: torch.dtype, de
     if init == "random":
         return random_orthogonal(d, gen, dtype=torch.float64).to(dtype=dtype, device=device)
     if init == "srht":
-        n = check_power_of_two(d, "keys.shape[-1] (init='srht')")
-        s = random_signs(d, gen, dtype=torch.float64)
-        # R₀ k = 2^{−n/2} H_n D k, i.e. R₀ = 2^{−n/2} H_n · diag(s).
-        R0 = hadamard_matrix(n, dtype=torch.float64) * s[None, :] * 2.0 ** (-n / 2)
-        return R0.to(dtype=dtype, device=device)
+        check_power_of_two(d, "keys.shape[-1] (init='srht')")
+        return srht_matrix(d, gen, dtype=dtype, device=device)
     raise ValueError(f"init must be 'identity', 'srht', 'random' or a (d, d) orthogonal tensor, got {init!r}")
 
 
@@ -210,8 +208,9 @@ class RotationFit:
     defect: float
 
 
-def _mean_beta(rows: Tensor, R: Tensor) -> Tensor:
-    return beta_vec(rows @ R.transpose(0, 1)).mean()
+def _mean_beta(rows: Tensor, R: Tensor, levels: Tensor | None = None) -> Tensor:
+    y = rows @ R.transpose(0, 1)
+    return beta_vec(y).mean() if levels is None else (level_cosine(y, levels) ** 2).mean()
 
 
 def learn_rotation(
@@ -224,10 +223,16 @@ def learn_rotation(
     batch_size: int | None = None,
     eval_keys: Tensor | None = None,
     parametrization: Literal["exp", "cayley"] = "exp",
+    levels: Tensor | None = None,
 ) -> RotationFit:
     """Learn an orthogonal R maximising `(1/n) Σ_t cosSign (R (k_t − m))` over the calibration
     keys (SPEC §3 learned L¹-max rotation; witness for ffn_weight_beta_lift_under_learned_R,
     whose metric is `RotationFit.beta` = `(1/n) Σ_t betaVec (R (k_t − m))`).
+
+    With `levels` (a table (2^b,) of increasing levels) the objective is the b-bit one instead:
+    the mean `cos(y_t, ℓ[idx_t])` of `multilevel.level_cosine`, whose square is one minus the
+    relative error of the least-squares b-bit code; `beta` and the curves then report the mean
+    cos² of that code. The levels ±1 give back the L1-max objective.
 
     `keys`: shape (..., d), all leading dimensions are rows. `m` is the mean row when
     `center` (DC-mean centering, §3), else 0. `R = exp(W − Wᵀ) R₀` (or Cayley of W − Wᵀ),
@@ -244,8 +249,8 @@ def learn_rotation(
     if n < 1:
         raise ValueError("keys must hold at least one row")
     steps = check_positive_int(steps, "steps", minimum=0)
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     if batch_size is not None:
         batch_size = min(check_positive_int(batch_size, "batch_size"), n)
     if parametrization not in ("exp", "cayley"):
@@ -256,6 +261,11 @@ def learn_rotation(
         if E.shape[-1] != d:
             raise ValueError(f"eval_keys must have last dimension d = {d}, got shape {tuple(E.shape)}")
         E = E.reshape(-1, d).to(X.dtype)
+    lv = None
+    if levels is not None:
+        lv = check_levels(levels, "levels").to(X.dtype)
+        if lv.dim() != 1:
+            raise ValueError(f"levels must be one table (2^b,), got shape {tuple(levels.shape)}")
     gen = _generator(generator)
 
     # Training needs autograd whatever the caller's mode (a report may run under no_grad or
@@ -290,7 +300,8 @@ def learn_rotation(
                 idx = torch.randperm(n, generator=gen, device=gen.device)[:batch_size].to(X.device)
                 rows = Xc[idx]
             R = rotation()
-            c = cos_sign(rows @ R.transpose(0, 1))
+            y = rows @ R.transpose(0, 1)
+            c = cos_sign(y) if lv is None else level_cosine(y, lv)
             loss = -c.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -298,14 +309,14 @@ def learn_rotation(
             with torch.no_grad():
                 train_curve[i] = float((c.detach() ** 2).mean())
                 if eval_curve is not None:
-                    eval_curve[i] = float(_mean_beta(Ec, R.detach()))
+                    eval_curve[i] = float(_mean_beta(Ec, R.detach(), lv))
 
         with torch.no_grad():
             R_param = rotation()
             defect = float(orthogonality_defect(R_param))
             R_final = project_orthogonal(R_param)
-            beta = float(_mean_beta(Xc, R_final))
-            eval_beta = float(_mean_beta(Ec, R_final)) if Ec is not None else None
+            beta = float(_mean_beta(Xc, R_final, lv))
+            eval_beta = float(_mean_beta(Ec, R_final, lv)) if Ec is not None else None
     out_dtype = result_dtype(keys.dtype)
     return RotationFit(
         R=R_final.to(out_dtype),

@@ -1,8 +1,13 @@
 """Shared test configuration: Hypothesis profiles and the `device` fixture.
 
+Without a GPU, ``TRITON_INTERPRET=1`` is set here so the Triton kernels run in Triton's CPU
+interpreter (`tests/test_kernels.py` checks them on tiny shapes).
+
 Profiles: ``ci`` (selected when the environment variable ``CI`` is set) is derandomized, runs a
 bounded number of examples and has no deadline, so CI is reproducible and never flaky on a slow
-machine; ``dev`` (default) explores more examples with fresh randomness each run.
+machine; ``dev`` (default) explores more examples with fresh randomness each run, and its
+dimension strategies also reach the real head dims 64, 128 and 256 (``strategies.dims``).
+The choice is ``strategies.PROFILE``, so the strategies and the settings always agree.
 """
 
 from __future__ import annotations
@@ -11,7 +16,13 @@ import os
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # Triton kernels run in its CPU interpreter where no GPU is present. `triton.jit` reads this when
+    # it decorates, and other packages (transformers) may import triton first: set it before any test.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 from hypothesis import HealthCheck, settings
+from strategies import PROFILE
 
 settings.register_profile(
     "ci",
@@ -27,7 +38,7 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-settings.load_profile("ci" if os.environ.get("CI") else "dev")
+settings.load_profile(PROFILE)
 
 
 @pytest.fixture(scope="session", params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])

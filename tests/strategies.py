@@ -6,17 +6,30 @@ many orders, exact zeros, ties, sign-lattice points, near-lattice points, one-ho
 vectors — so the structural choices shrink while large tensors stay cheap to generate.
 Small vectors can also be drawn element by element (``explicit``), which reaches edge values
 (−0.0, subnormals, huge/tiny magnitudes) that a seeded generator would not.
+
+Dimensions come from ``dims``: small ones (where shrinking is informative and every edge case
+is cheap) and, in the ``dev`` profile, also the head dims of real models, 64, 128 and 256
+(``HEAD_DIMS``), so tolerances scaled by d are exercised at the sizes that matter. The ``ci``
+profile keeps small dims only, so the suite stays fast; the profile is chosen here, by the same
+rule conftest.py uses (``PROFILE``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from hypothesis import settings
 from hypothesis import strategies as st
 
 FLOATS = (torch.float32, torch.float64)
+
+# The active Hypothesis profile (conftest.py loads it): "ci" when the environment sets CI.
+PROFILE = "ci" if os.environ.get("CI") else "dev"
+
+# Head dims of real models (Llama, Qwen, Mistral: 128; Phi, small models: 64; Gemma: 256).
+HEAD_DIMS = (64, 128, 256)
 
 # Largest |log10| of a row magnitude per dtype: squares and sums of ≤ 4096 squares must stay
 # normal numbers (float32: 1e±15 → squares 1e±30, inside [1.2e-38, 3.4e38]).
@@ -33,6 +46,20 @@ def eps(dtype: torch.dtype) -> float:
 def scaled_examples(divisor: int, minimum: int = 5) -> int:
     """max_examples for an expensive property: the active profile's count / divisor."""
     return max(minimum, settings.default.max_examples // divisor)
+
+
+def dims(min_d: int = 1, max_d: int = 48, *, head_dims: bool | None = None) -> st.SearchStrategy[int]:
+    """A dimension d: an integer in [min_d, max_d], or — with ``head_dims`` (default: only in the
+    ``dev`` profile), one draw in four — one of the real head dims ``HEAD_DIMS`` that are ≥ min_d,
+    even above max_d. Shrinking moves towards the small range, so failures shrink towards small d."""
+    small = st.integers(min_d, max_d)
+    if head_dims is None:
+        head_dims = PROFILE == "dev"
+    big = [h for h in HEAD_DIMS if h >= min_d]
+    if not head_dims or not big:
+        return small
+    heads = st.sampled_from(big)
+    return st.integers(0, 3).flatmap(lambda i: heads if i == 3 else small)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -82,10 +109,14 @@ def real_tensors(
     kinds: tuple[str, ...] = KINDS,
     allow_zero_rows: bool = True,
     row_scale: bool = True,
+    head_dims: bool | None = None,
 ) -> torch.Tensor:
-    """A float tensor of shape (*batch, d): structure from Hypothesis, numbers from a seed."""
+    """A float tensor of shape (*batch, d): structure from Hypothesis, numbers from a seed.
+
+    d is ``d`` when given, else drawn from ``dims(min_d, max_d, head_dims=head_dims)``: in the
+    ``dev`` profile that includes the real head dims 64, 128, 256."""
     dtype = draw(st.sampled_from(FLOATS)) if dtype is None else dtype
-    d = draw(st.integers(min_d, max_d)) if d is None else d
+    d = draw(dims(min_d, max_d, head_dims=head_dims)) if d is None else d
     batch = draw(batch_shapes if batch_shapes is not None else st.sampled_from([(), (1,), (3,), (2, 3)]))
     rows = math.prod(batch) if batch else 1
     g = _gen(draw(st.integers(0, 2**31 - 1)))

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import functools
 import math
+from fractions import Fraction
 
+import mpmath
 import pytest
 import torch
 from hypothesis import given
@@ -29,7 +31,6 @@ from impl.hadamard import (
     srht,
     srht_inverse,
 )
-from impl.moments import ISOTROPIC_COS, sphere_expected_cos
 from impl.sign_quant import cos_sign
 
 Z = 5.0
@@ -79,7 +80,7 @@ def test_hadamard_mul_transpose(n):
     assert torch.equal(hadamard_matrix(n, dtype=torch.float32), H.float())
 
 
-@pytest.mark.theorem("hadamard_mul_transpose")
+@pytest.mark.exercises("hadamard_mul_transpose")
 @given(x=pow2_tensors, normalize=st.booleans())
 def test_fwht_matches_dense_sylvester(x, normalize, device):
     """fwht(x) = H_n x (× 2^{−n/2} when normalize), for any leading shape."""
@@ -92,7 +93,7 @@ def test_fwht_matches_dense_sylvester(x, normalize, device):
     assert bool(((y.to(torch.float64) - ref).abs() <= elementwise_tol(x, x.dtype, scale)).all())
 
 
-@pytest.mark.theorem("hadamard_mul_transpose")
+@pytest.mark.exercises("hadamard_mul_transpose")
 @pytest.mark.parametrize("d", [256, 1024, 2048])
 def test_fwht_large_batches_use_the_same_transform(d):
     """Batches beyond one cache chunk (a full chunk plus a 3-row remainder) agree with the dense
@@ -104,7 +105,7 @@ def test_fwht_large_batches_use_the_same_transform(d):
     assert bool(((y.to(torch.float64) - ref).abs() <= elementwise_tol(x, x.dtype, 2.0 ** (-n / 2))).all())
 
 
-@pytest.mark.theorem("srht_isometry")
+@pytest.mark.exercises("srht_isometry")
 @given(x=pow2_tensors)
 def test_fwht_normalized_is_an_orthogonal_involution(x, device):
     """(2^{−n/2} H_n)² = I: applying the normalised transform twice gives x back, norms kept."""
@@ -142,36 +143,170 @@ def test_srht_is_the_scaled_hadamard_of_the_signed_input(x, seed, per_row, devic
     assert bool(((back - x64).norm(dim=-1) <= 2 * norm_tol(d, x.dtype) * sq_x.sqrt() + 1e-300).all())
 
 
-@pytest.mark.theorem("srht_achieves_isotropic_floor")
+def mean_cos_sphere(k: int) -> float:
+    """E cosSign of a standard Gaussian (equivalently a uniform unit vector) in ℝᵏ:
+    √k·E|u₁| = √k·Γ(k/2)/(√π·Γ((k+1)/2)), by mpmath at 30 digits (independent of impl.moments)."""
+    with mpmath.workdps(30):
+        kk = mpmath.mpf(k)
+        return float(mpmath.sqrt(kk) * mpmath.gamma(kk / 2) / (mpmath.sqrt(mpmath.pi) * mpmath.gamma((kk + 1) / 2)))
+
+
+def mean_abs_rademacher_sum(k: int) -> Fraction:
+    """E|ε₁ + … + ε_k| for iid fair signs, exactly, by enumerating the binomial law."""
+    return Fraction(sum(math.comb(k, m) * abs(2 * m - k) for m in range(k + 1)), 2**k)
+
+
+def mean_within(c: torch.Tensor, expected: float, extra: float = 0.0) -> tuple[bool, float, float]:
+    """Whether the sample mean of iid values c is within Z standard errors (+ extra) of expected."""
+    se = float(c.std()) / math.sqrt(c.numel())
+    return abs(float(c.mean()) - expected) <= Z * se + extra, float(c.mean()), Z * se + extra
+
+
+@pytest.mark.exercises("srht_achieves_isotropic_floor")
 @pytest.mark.parametrize("d", [16, 64, 256, 1024])
 def test_srht_of_gaussian_keys_sits_at_the_isotropic_floor(d):
     """SRHT is orthogonal, so it maps iid 𝒩(0, 1) keys to iid 𝒩(0, 1) keys: their mean cosSign is
     the exact finite-d value E cosSign = √d·Γ(d/2)/(√π·Γ((d+1)/2)) → √(2/π) (sample mean of N
-    rows within z = 5 standard errors), and that value is within (2√¾ − 1)/(2d) of the floor."""
+    rows within z = 5 standard errors), and that value is within (2√¾ − 1)/(2d) of the floor.
+    (Any orthogonal map, the identity included, passes this: it does not tell SRHT from doing
+    nothing — the structured-input tests below do.)"""
     g = torch.Generator().manual_seed(100 + d)
     N = 2**20 // d
     G = torch.randn(N, d, generator=g, dtype=torch.float64)
     s = random_signs(d, g, dtype=torch.float64)
     c = cos_sign(srht(G, s))
-    se = float(c.std()) / math.sqrt(N)
-    assert abs(float(c.mean()) - sphere_expected_cos(d)) <= Z * se
-    assert 0 < sphere_expected_cos(d) - ISOTROPIC_COS <= ISOTROPIC_COS * (2 * math.sqrt(0.75) - 1) / (2 * d)
+    ok, mean, tol = mean_within(c, mean_cos_sphere(d))
+    assert ok, (mean, mean_cos_sphere(d), tol)
+    floor = math.sqrt(2 / math.pi)
+    assert 0 < mean_cos_sphere(d) - floor <= floor * (2 * math.sqrt(0.75) - 1) / (2 * d)
 
 
 @pytest.mark.theorem("srht_achieves_isotropic_floor")
 def test_cos_sign_of_one_long_srht_gaussian_vector_converges():
-    """(a) Kᵢ iid 𝒩(0,1) ⇒ cosSign (K₀…K_{n−1}) → √(2/π): after an SRHT of length 2¹⁸, 2²⁰,
-    within the delta-method tolerance z·std/√n + 2|bias|/n (moments √(2/π), 1, 2√(2/π), 3)."""
+    """(a) Kᵢ iid 𝒩(0,1) ⇒ cosSign (K₀…K_{n−1}) → √(2/π): for n = 2¹⁴, 2¹⁸, 2²⁰, of the Gaussian
+    vector itself and after an SRHT (still iid Gaussian), within the delta-method tolerance
+    z·std/√n + 2|bias|/n (moments √(2/π), 1, 2√(2/π), 3; √(2/π) from math, not from impl);
+    (b) the SRHT keeps sqnorm, to the rounding bound (n^{3/2} + 2)·eps of the module docstring."""
     g = torch.Generator().manual_seed(5)
-    m1, m2, m3, m4 = math.sqrt(2 / math.pi), 1.0, 2 * math.sqrt(2 / math.pi), 3.0
+    floor = math.sqrt(2 / math.pi)
+    m1, m2, m3, m4 = floor, 1.0, 2 * floor, 3.0
     grad = (1.0, -m1 / 2)
     var = grad[0] ** 2 * (m2 - m1**2) + 2 * grad[0] * grad[1] * (m3 - m1 * m2) + grad[1] ** 2 * (m4 - m2**2)
     bias = abs(-(m3 - m1 * m2) / 2 + 3 * m1 / 8 * (m4 - m2**2))
-    for n in (18, 20):
+    for n in (14, 18, 20):
         x = torch.randn(2**n, generator=g, dtype=torch.float64)
         y = srht(x, random_signs(2**n, g, dtype=torch.float64))
         tol = Z * math.sqrt(var / 2**n) + 2 * bias / 2**n
-        assert abs(float(cos_sign(y)) - ISOTROPIC_COS) <= tol
+        assert abs(float(cos_sign(x)) - floor) <= tol
+        assert abs(float(cos_sign(y)) - floor) <= tol
+        sq_x, sq_y = float((x * x).sum()), float((y * y).sum())
+        assert abs(sq_y - sq_x) <= 2.5 * norm_tol(2**n, torch.float64) * sq_x
+
+
+# ----------------------------------------------------------------------------- structured keys
+#
+# On iid Gaussian keys every orthogonal map, the identity included, gives the isotropic floor, so
+# those tests cannot tell the SRHT from doing nothing. Structured keys can: the identity keeps
+# their cosine (1/√d for one-hot, √(k/d)·… for sparse keys, ≈ 1 for a DC mean), the SRHT mixes
+# the coordinates. Means over N iid rows are compared with exact expectations within Z = 5
+# standard errors (two-sided normal tail ≈ 6e-7 per assertion; fixed seeds).
+
+HEAD_DIMS = (64, 128, 256)
+
+
+@pytest.mark.exercises("srht_achieves_isotropic_floor")
+@pytest.mark.exercises("cos_eq_one_iff_sign_lattice")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d", HEAD_DIMS)
+def test_srht_maps_one_hot_keys_onto_the_sign_lattice(d, dtype):
+    """One-hot e_i: cosSign e_i = 1/√d (the identity leaves it there), while
+    SRHT e_i = ±2^{−n/2}·H_{:,i} has every |coordinate| = 2^{−n/2}: a sign-lattice point, cosSign = 1 —
+    not √(2/π). The SRHT's Gaussian heuristic is about generic keys, not every key (registry note).
+    Bounds: each output coordinate is one signed input, so |Δyᵢ| ≤ (d + 2)·u·2^{−n/2} (module
+    docstring); a relative spread δ of the |yᵢ| costs 1 − cosSign ≤ δ², and cos_sign adds (d + 2)·eps."""
+    n = d.bit_length() - 1
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        s = random_signs(d, g, dtype=dtype)
+        X = torch.eye(d, dtype=dtype)
+        raw = cos_sign(X).to(torch.float64)
+        assert bool(((raw - 1 / math.sqrt(d)).abs() <= (d + 2) * eps(dtype)).all())
+        Y = srht(X, s)
+        mag = Y.to(torch.float64).abs()
+        delta = (d + 2) * eps(dtype) / 2
+        assert bool(((mag - 2.0 ** (-n / 2)).abs() <= delta * 2.0 ** (-n / 2)).all())
+        cos = cos_sign(Y).to(torch.float64)
+        assert bool(((1 - cos).abs() <= (2 * delta) ** 2 + (d + 2) * eps(dtype)).all())
+
+
+@pytest.mark.exercises("srht_achieves_isotropic_floor")
+@pytest.mark.parametrize("d", HEAD_DIMS)
+def test_srht_lifts_sparse_gaussian_keys_to_the_floor(d):
+    """k-sparse keys (k random coordinates, iid 𝒩(0, 1) values, zeros elsewhere), k = 4 and d/4.
+
+    Exact expectations, c_k := √k·Γ(k/2)/(√π·Γ((k+1)/2)) (the mean cosSign of a Gaussian in ℝᵏ):
+    * identity: cosSign x = √(k/d)·cosSign(x_S), so E = √(k/d)·c_k — ≈ √(k/d)·√(2/π), small;
+    * SRHT: with D fixed, (D x)_S is again iid 𝒩(0, 1), so y = 2^{−n/2} H_{:,S} g with
+      g ~ 𝒩(0, I_k); write g = ρu, u uniform on the sphere: cosSign y = (1/d) Σ_j |⟪h_j, u⟫|
+      with h_j = H_{j,S}, ‖h_j‖ = √k, and E|⟪h_j, u⟫| = √k·E|u₁|, so E cosSign y = c_k exactly,
+      which is within √(2/π)·(2√¾ − 1)/(2k) of √(2/π) (Kershaw).
+    For three seeds (three D), the sample means of N = 1024 rows sit within z = 5 standard errors
+    of these, and the two expectations are ≥ 20 standard errors apart, so the identity map fails
+    the SRHT check."""
+    N = 1024
+    for k in (4, d // 4):
+        c_k = mean_cos_sphere(k)
+        floor = math.sqrt(2 / math.pi)
+        assert 0 < c_k - floor <= floor * (2 * math.sqrt(0.75) - 1) / (2 * k)
+        for seed in range(3):
+            g = torch.Generator().manual_seed(1000 * d + 10 * k + seed)
+            support = torch.rand(N, d, generator=g).argsort(dim=-1)[:, :k]
+            X = torch.zeros(N, d, dtype=torch.float64)
+            X.scatter_(1, support, torch.randn(N, k, generator=g, dtype=torch.float64))
+            s = random_signs(d, g, dtype=torch.float64)
+            raw, rot = cos_sign(X), cos_sign(srht(X, s))
+            ok, mean, tol = mean_within(raw, math.sqrt(k / d) * c_k)
+            assert ok, ("identity", d, k, seed, mean, math.sqrt(k / d) * c_k, tol)
+            ok, mean, tol = mean_within(rot, c_k)
+            assert ok, ("srht", d, k, seed, mean, c_k, tol)
+            assert c_k - math.sqrt(k / d) * c_k > 20 * tol  # the identity cannot pass the SRHT check
+
+
+@pytest.mark.exercises("srht_achieves_isotropic_floor")
+@pytest.mark.parametrize("d", HEAD_DIMS)
+def test_srht_mixes_mean_dominated_keys(d):
+    """Mean-dominated keys x_t = c·m + σ·g_t (σ/c = 10⁻⁴, g_t iid 𝒩(0, I)) whose mean direction
+    m = 1_S is k outlier channels (S random per row) — k = d is the DC mean c·𝟙, which already
+    lies on the sign lattice. Each of the N = 2048 rows has its own random D_t (its own seed of
+    the SRHT), so the rows are iid.
+
+    Exact expectations for the pure mean: the identity gives cosSign 1_S = √(k/d) (= 1 for the DC
+    mean); the SRHT gives y = 2^{−n/2} H D 1_S with yⱼ = 2^{−n/2} Σ_{i∈S} Hⱼᵢ sᵢ, a sum of k iid
+    fair signs for each j (D uniform), and ‖y‖ = √k, so E cosSign y = E|ε₁ + … + ε_k| / √k
+    (exact binomial sum; → √(2/π)). A plain Hadamard without D would send the DC mean to
+    d·e₀ (cosSign 1/√d). The noise moves each cosine by at most
+    δ_t = 2σ‖g_t‖ / (c‖m‖) (cosSign is ‖·‖-Lipschitz on unit vectors: |l1 â − l1 b̂| ≤ √d‖â − b̂‖,
+    and ‖â − b̂‖ ≤ 2‖a − b‖/‖b‖; the SRHT keeps every norm), which is added to the tolerance."""
+    N, ratio = 2048, 1e-4
+    n = d.bit_length() - 1
+    for k in (4, 16, d):
+        srht_mean = float(mean_abs_rademacher_sum(k)) / math.sqrt(k)
+        g = torch.Generator().manual_seed(7000 * d + k)
+        support = torch.rand(N, d, generator=g).argsort(dim=-1)[:, :k]
+        M = torch.zeros(N, d, dtype=torch.float64).scatter_(1, support, 1.0)
+        noise = torch.randn(N, d, generator=g, dtype=torch.float64)
+        X = M + ratio * noise  # c = 1
+        delta = 2 * ratio * noise.norm(dim=-1) / math.sqrt(k)
+        S = (2 * torch.randint(0, 2, (N, d), generator=g) - 1).to(torch.float64)
+        raw, rot = cos_sign(X), cos_sign(srht(X, S))
+        assert bool(((raw - math.sqrt(k / d)).abs() <= delta + (d + 2) * eps(torch.float64)).all())
+        ok, mean, tol = mean_within(rot, srht_mean, float(delta.mean()))
+        assert ok, ("srht", d, k, mean, srht_mean, tol)
+        assert abs(srht_mean - math.sqrt(k / d)) > 10 * tol  # the identity is far outside
+        if k == d:  # without D the DC mean goes to one coordinate
+            y = fwht(torch.ones(d, dtype=torch.float64))
+            assert abs(float(cos_sign(y)) - 1 / math.sqrt(d)) <= (d + 2) * eps(torch.float64)
+            assert abs(float(y[0]) - 2.0 ** (n / 2)) <= elementwise_tol(torch.ones(1, d), torch.float64, 1.0).item()
 
 
 def test_random_signs_are_fair_and_reproducible():

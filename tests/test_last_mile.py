@@ -15,9 +15,10 @@ import math
 import pytest
 import sympy as sp
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import FLOATS, eps, real_tensors, seeds
+from strategies import FLOATS, dims, eps, real_tensors, seeds
 
 from impl.last_mile import (
     beta_deficit,
@@ -26,7 +27,28 @@ from impl.last_mile import (
     hessian_coefficient,
     perp_component,
 )
-from impl.sign_quant import cos_sign
+
+
+def ref_deficit(k: torch.Tensor) -> torch.Tensor:
+    """1 − cosSign k² from the definition, in float64 through the residual (no cancellation):
+    sqnorm (k − (l1 k/d)·signVec k) / sqnorm k, rows rescaled by max|kᵢ| (independent of impl)."""
+    x = k.detach().cpu().to(torch.float64)
+    amax = x.abs().amax(dim=-1, keepdim=True)
+    x = x / torch.where(amax > 0, amax, torch.ones_like(amax))
+    r = x - x.abs().mean(dim=-1, keepdim=True) * torch.where(x >= 0, 1.0, -1.0).to(torch.float64)
+    return (r * r).sum(dim=-1) / (x * x).sum(dim=-1)
+
+
+def ref_perp_sqnorm(s: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """sqnorm u⊥, u⊥ = u − (⟪u, s⟫/d)·s, from the definition in float64."""
+    s64, u64 = s.to(torch.float64), u.to(torch.float64)
+    up = u64 - (u64 * s64).sum(dim=-1, keepdim=True) / s.shape[-1] * s64
+    return (up * up).sum(dim=-1)
+
+
+def ref_bound(s: torch.Tensor, u: torch.Tensor, t: float) -> torch.Tensor:
+    """4t²·sqnorm u⊥ / d from the definition in float64, as 4(t·‖u⊥‖)²/d (t² alone may underflow)."""
+    return 4 * (t * ref_perp_sqnorm(s, u).sqrt()) ** 2 / s.shape[-1]
 
 
 def expansion_tol(d: int, dtype: torch.dtype) -> float:
@@ -63,20 +85,24 @@ def last_mile_cases(draw, t_max: float = 0.999):
 @pytest.mark.theorem("beta_local_quadratic_expansion")
 @given(case=last_mile_cases())
 def test_expansion_equals_the_deficit(case, device):
-    """1 − cosSign (s + t•u)² = t²·sqnorm u⊥ / sqnorm (s + t•u) (no flips), against beta_deficit."""
+    """1 − cosSign (s + t•u)² = t²·sqnorm u⊥ / sqnorm (s + t•u) (no flips): deficit_expansion
+    against the deficit computed from its definition in float64 (ref_deficit), and beta_deficit
+    (impl's left side) against the same reference."""
     s, u, t, d = case
     exp_ = deficit_expansion(s.to(device), u.to(device), t).cpu().to(torch.float64)
     k = (s.to(torch.float64) + t * u.to(torch.float64)).to(s.dtype)
-    f = beta_deficit(k.to(device)).cpu().to(torch.float64)
+    f = ref_deficit(k)
     # k itself is rounded once in the tested dtype: a relative perturbation u₀ of k moves f by
     # ≤ 2√f·(√d u₀) + d u₀²; the expansion evaluated at the unrounded k differs by that much.
     tol = (
-        deficit_abs_tol(f, d, s.dtype)
+        deficit_abs_tol(f, d, torch.float64)
         + expansion_tol(d, s.dtype) * exp_
         + 2 * f.sqrt() * math.sqrt(d) * eps(s.dtype)
         + d * eps(s.dtype) ** 2
     )
     assert bool(((exp_ - f).abs() <= tol).all())
+    got = beta_deficit(k.to(device)).cpu().to(torch.float64)
+    assert bool(((got - f).abs() <= deficit_abs_tol(f, d, s.dtype) + deficit_abs_tol(f, d, torch.float64)).all())
 
 
 @pytest.mark.theorem("beta_local_quadratic_expansion")
@@ -132,8 +158,8 @@ def test_hessian_coefficient_nonneg(case, device):
     assert bool(((d * (up * up).sum(-1) - h).abs() <= tol).all())
 
 
-@pytest.mark.theorem("beta_hessian_nonneg")
-@given(d=st.integers(1, 32), seed=seeds)
+@pytest.mark.exercises("beta_hessian_nonneg")
+@given(d=dims(1, 32), seed=seeds)
 def test_hessian_is_the_curvature_of_the_deficit(d, seed):
     """f(t)/t² = sqnorm u⊥ / sqnorm (s + t u) → hessian_coefficient/d² as t → 0: with
     sqnorm (s + tu) = d(1 + ε), ε = (2t⟪s,u⟫ + t²‖u‖²)/d, the gap is ≤ |ε|/(1 − |ε|) relative."""
@@ -151,21 +177,35 @@ def test_hessian_is_the_curvature_of_the_deficit(d, seed):
 @pytest.mark.theorem("beta_last_mile_quadratic_hardness")
 @given(case=last_mile_cases(t_max=0.5))
 def test_deficit_is_at_most_the_quadratic_bound(case, device):
-    """|t·uᵢ| ≤ 1/2 ⇒ f t = 1 − cosSign (s + t•u)² ≤ 4t²·sqnorm u⊥ / d."""
+    """|t·uᵢ| ≤ 1/2 ⇒ f t = 1 − cosSign (s + t•u)² ≤ 4t²·sqnorm u⊥ / d: deficit_bound against the
+    bound from its definition in float64 (ref_bound), and the deficit from its definition
+    (ref_deficit, at k rounded to the tested dtype) below it; impl's beta_deficit too."""
     s, u, t, d = case
     k = (s.to(torch.float64) + t * u.to(torch.float64)).to(s.dtype)
-    f = beta_deficit(k.to(device)).cpu().to(torch.float64)
     bound = deficit_bound(s.to(device), u.to(device), t).cpu().to(torch.float64)
+    t_d = float(torch.tensor(t, dtype=s.dtype))  # t as impl receives it, in the tested dtype
+    ref_b = ref_bound(s, u, t_d)
+    # t² may fall below the normal range of the dtype (|t| < 1e-19 in float32): each such rounding
+    # is off by ≤ tiny·eps absolutely, scaled by 4·sqnorm u⊥/d afterwards, + the final rounding.
+    sub = (4 * ref_perp_sqnorm(s, u) / d + 1) * torch.finfo(s.dtype).tiny * eps(s.dtype)
+    assert bool(((bound - ref_b).abs() <= expansion_tol(d, s.dtype) * ref_b + sub).all())
+    f = ref_deficit(k)
     tol = (
-        deficit_abs_tol(f, d, s.dtype) + expansion_tol(d, s.dtype) * bound + 2 * f.sqrt() * math.sqrt(d) * eps(s.dtype)
+        deficit_abs_tol(f, d, torch.float64)
+        + expansion_tol(d, s.dtype) * ref_b
+        + 2 * f.sqrt() * math.sqrt(d) * eps(s.dtype)
+        + d * eps(s.dtype) ** 2
+        + sub
     )
-    assert bool((f <= bound + tol).all())
+    assert bool((f <= ref_b + tol).all())
+    f_impl = beta_deficit(k.to(device)).cpu().to(torch.float64)
+    assert bool((f_impl <= bound + tol + deficit_abs_tol(f, d, s.dtype) + expansion_tol(d, s.dtype) * ref_b).all())
     # and the bound is the expansion's numerator over its smallest denominator d/4
     assert bool((deficit_expansion(s, u, t).to(torch.float64) <= bound * (1 + expansion_tol(d, s.dtype))).all())
 
 
 @pytest.mark.theorem("beta_last_mile_quadratic_hardness")
-@given(d=st.integers(1, 32), seed=seeds, dtype=st.sampled_from(FLOATS))
+@given(d=dims(1, 32), seed=seeds, dtype=st.sampled_from(FLOATS))
 def test_deficit_has_zero_derivative_at_the_lattice(d, seed, dtype):
     """f(0) = 0 and f′(0) = 0 (autograd through beta_deficit at k = s): the gradient signal
     vanishes on the sign lattice."""
@@ -186,11 +226,18 @@ def test_deficit_has_zero_derivative_at_the_lattice(d, seed, dtype):
 
 @given(k=real_tensors(max_d=32))
 def test_beta_deficit_is_one_minus_cos_squared(k):
-    """beta_deficit = 1 − cosSign² (with cosSign 0 = 0, so beta_deficit(0) = 1)."""
+    """beta_deficit = 1 − cosSign² (with cosSign 0 = 0, so beta_deficit(0) = 1), against the float64
+    cosine with the sign code (cosine_similarity) and the residual form (ref_deficit)."""
     d = k.shape[-1]
     f = beta_deficit(k).to(torch.float64)
-    c = cos_sign(k).to(torch.float64)
-    assert bool(((f - (1 - c * c)).abs() <= 2 * (d + 2) * eps(k.dtype) + math.sqrt(d) * (d + 2) * eps(k.dtype)).all())
+    x = k.to(torch.float64)
+    amax = x.abs().amax(dim=-1, keepdim=True)
+    x = x / torch.where(amax > 0, amax, torch.ones_like(amax))
+    c = F.cosine_similarity(x, torch.where(x >= 0, 1.0, -1.0).to(torch.float64), dim=-1)
+    nz = (k != 0).any(dim=-1)
+    tol = 2 * (d + 2) * (eps(k.dtype) + eps(torch.float64)) + math.sqrt(d) * (d + 2) * eps(k.dtype)
+    assert bool(((f - (1 - c * c)).abs()[nz] <= tol).all())
+    assert bool(((f - ref_deficit(k)).abs()[nz] <= tol).all())
     zero = (k == 0).all(dim=-1)
     assert bool((f[zero] == 1).all())
 

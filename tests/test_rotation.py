@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import (
     FLOATS,
+    dims,
     eps,
     orthogonal_matrix,
     real_tensors,
@@ -72,7 +73,7 @@ def skew_matrices(dtype=None):
 # ----------------------------------------------------------------------------- orthogonal matrices
 
 
-@given(d=st.integers(1, 64), seed=seeds, dtype=st.sampled_from(FLOATS))
+@given(d=dims(1, 64), seed=seeds, dtype=st.sampled_from(FLOATS))
 def test_random_orthogonal_is_orthogonal_and_reproducible(d, seed, dtype, device):
     R = random_orthogonal(d, torch.Generator().manual_seed(seed), dtype=dtype, device=device)
     assert R.shape == (d, d) and R.dtype == dtype and R.device.type == device.type
@@ -118,7 +119,7 @@ def test_is_orthogonal_rejects_perturbed_matrices(d, seed, bump):
     assert float(orthogonality_defect((1 + bump) * Q)) == pytest.approx(math.sqrt(d) * ((1 + bump) ** 2 - 1), rel=1e-9)
 
 
-@pytest.mark.theorem("ffn_weight_beta_lift_under_learned_R")
+@pytest.mark.exercises("ffn_weight_beta_lift_under_learned_R")
 @given(A=skew_matrices())
 def test_cayley_is_orthogonal_with_det_one(A, device):
     """The Cayley map of a skew A is orthogonal with det +1 and equals (I + A)(I − A)⁻¹.
@@ -143,7 +144,7 @@ def skew_param_tol(norm1: float, d: int, dtype: torch.dtype) -> float:
     return (1 + 4 * norm1) * (8 * d + d**1.5) * eps(dtype)
 
 
-@pytest.mark.theorem("ffn_weight_beta_lift_under_learned_R")
+@pytest.mark.exercises("ffn_weight_beta_lift_under_learned_R")
 @given(A=skew_matrices())
 def test_skew_exp_is_orthogonal_with_det_one(A, device):
     """exp(A) of a skew A is orthogonal with det +1; for ‖A‖₂ ≤ 1 it matches the Taylor series."""
@@ -162,7 +163,7 @@ def test_skew_exp_is_orthogonal_with_det_one(A, device):
         assert float(torch.linalg.matrix_norm(R.to(torch.float64) - series)) <= math.sqrt(d) * tol
 
 
-@pytest.mark.theorem("ffn_weight_beta_lift_under_learned_R")
+@pytest.mark.exercises("ffn_weight_beta_lift_under_learned_R")
 @given(log_theta=st.floats(-8, 3), dtype=st.sampled_from(FLOATS))
 def test_skew_exp_of_a_plane_rotation(log_theta, dtype):
     """exp([[0, −θ], [θ, 0]]) = [[cos θ, −sin θ], [sin θ, cos θ]] (cos/sin to 1 ulp each)."""
@@ -188,7 +189,7 @@ def test_parametrisations_reject_non_skew_input():
 
 @st.composite
 def calibration(draw):
-    d = draw(st.integers(2, 10))
+    d = draw(dims(2, 10))
     n = draw(st.integers(1, 40))
     dtype = draw(st.sampled_from(FLOATS))
     keys = draw(
@@ -216,9 +217,11 @@ def calibration(draw):
     with_eval=st.booleans(),
 )
 def test_learned_rotation_metric(keys, steps, center, init, parametrization, batch, seed, with_eval, device):
-    """The witness R of ffn_weight_beta_lift_under_learned_R is orthogonal (RᵀR = 1, also before
-    the final re-projection: the parametrisation keeps it orthogonal) and its reported metric is
-    (1/m) Σ_j betaVec (R (w_j − w̄)) of the rows; the curve is per step; seeded = reproducible."""
+    """The metric of the open target ffn_weight_beta_lift_under_learned_R, against an independent
+    reference: the witness R is orthogonal (RᵀR = 1, also before the final re-projection: the
+    parametrisation keeps it orthogonal), the subtracted mean is w̄, and the reported metric is
+    (1/m) Σ_j betaVec (R (w_j − w̄)) of the rows, recomputed in float64 with cosine_similarity
+    against the sign code (ref_mean_beta); the curve is per step; seeded = reproducible."""
     d = keys.shape[-1]
     if init == "srht" and d & (d - 1):
         with pytest.raises(ValueError, match=r"keys\.shape\[-1\].*power of two"):
@@ -267,7 +270,7 @@ def _rotated_lattice(d: int, n: int, seed: int) -> torch.Tensor:
     return (S + 0.05 * torch.randn(n, d, generator=g, dtype=torch.float64)) @ Q.T + 3.0
 
 
-@pytest.mark.theorem("ffn_weight_beta_lift_under_learned_R")
+@pytest.mark.exercises("ffn_weight_beta_lift_under_learned_R")
 @pytest.mark.parametrize("parametrization", ["exp", "cayley"])
 def test_learning_raises_the_metric(parametrization):
     """On keys that a rotation can bring close to the sign lattice, the learned R raises the
@@ -377,7 +380,7 @@ def test_batch_full_gap_metric(keys, frac, steps, seed, center):
     assert torch.equal(again.index, r.index) and again.gap == r.gap
 
 
-@pytest.mark.theorem("expert_heterogeneity_batch_full_gap")
+@pytest.mark.exercises("expert_heterogeneity_batch_full_gap")
 def test_batch_full_gap_on_a_mixture_of_anisotropic_clusters():
     """The conjecture's setting, measured at one fixed seed (evidence, not proof): rows from 4
     clusters, each a different rotation of near-lattice keys (d = 8, clusters × d = 32).

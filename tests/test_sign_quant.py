@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import FLOATS, eps, real_tensors
+from strategies import FLOATS, dims, eps, real_tensors
 
 from impl.sign_quant import (
     cos_sign,
@@ -66,7 +66,7 @@ def residual_tol(d: int, dtype: torch.dtype) -> float:
     return (math.sqrt(d) * (d + 2) + d) * eps(dtype) + 4 * d * eps(torch.float64)
 
 
-@pytest.mark.theorem("cos_sign_quant_formula")
+@pytest.mark.exercises("cos_sign_quant_formula")
 @given(k=keys)
 def test_sign_vec_is_a_sign_code_with_zero_to_plus_one(k, device):
     """signVec k ∈ {±1}^d, sgn 0 = +1 (also −0.0), and sgn(kᵢ)·kᵢ = |kᵢ| so ⟪k, signVec k⟫ = l1 k."""
@@ -90,7 +90,7 @@ def test_cos_sign_equals_cosine_with_its_code(k, device):
     assert bool((err <= cos_tol(k.shape[-1], k.dtype)).all()), float(err.max())
 
 
-@pytest.mark.theorem("cos_sign_quant_formula")
+@pytest.mark.exercises("cos_sign_quant_formula")
 @given(k=keys, j=st.integers(-40, 40))
 def test_cos_sign_is_exactly_scale_and_sign_invariant(k, j):
     """cosSign (2ʲ k) = cosSign (−k) = cosSign k, bit for bit (exact power-of-two rescaling)."""
@@ -160,7 +160,7 @@ def test_opt_scale_is_least_squares(k, factors, device):
 
 @pytest.mark.theorem("cos_eq_one_iff_sign_lattice")
 @given(
-    d=st.integers(1, 64),
+    d=dims(1, 64),
     log_a=st.floats(-12, 12),
     dtype=st.sampled_from(FLOATS),
     seed=st.integers(0, 2**31 - 1),
@@ -193,7 +193,7 @@ def test_off_lattice_keys_have_cos_below_one(k, device):
     assert bool((deficit >= spread - residual_tol(d, k.dtype)).all())
 
 
-@pytest.mark.theorem("cos_eq_one_iff_sign_lattice")
+@pytest.mark.exercises("cos_eq_one_iff_sign_lattice")
 @given(k=keys, rtol=st.floats(0, 0.5))
 def test_is_sign_lattice_rtol_definition(k, rtol):
     """is_sign_lattice(k, rtol) ⟺ max|kᵢ| > 0 and max|kᵢ| − min|kᵢ| ≤ rtol·max|kᵢ|: the zero
@@ -220,7 +220,8 @@ def test_centered_quant_strict_gain(v, device):
     assert bool((err < sq).all())
 
 
-@pytest.mark.theorem("residual_energy_formula")
+@pytest.mark.exercises("residual_energy_formula")
+@pytest.mark.exercises("opt_scale_minimizes")
 @given(k=keys)
 def test_quantize_dequantize_roundtrip(k, device):
     """quant1 k = optScale k • signVec k, bit for bit, from bool or ±1 signs."""
