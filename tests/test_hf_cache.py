@@ -10,9 +10,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 
-from impl.cache.hf import ATTN_IMPLEMENTATION, OneBitKeyCache, onebit_attention  # noqa: E402
-from impl.cache.store import KeyCodec  # noqa: E402
-from impl.calibration.fit import srht_rotation  # noqa: E402
+from impl.cache.codecs import peer_codecs  # noqa: E402
+from impl.cache.codecs.transform import TransformCodec, default_levels  # noqa: E402
+from impl.cache.hf import ATTN_IMPLEMENTATION, QuantizedKeyCache, packed_attention  # noqa: E402
+from impl.hadamard import srht_matrix  # noqa: E402
 
 EPS32 = torch.finfo(torch.float32).eps
 
@@ -29,13 +30,14 @@ def _cache_kw(model):
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _codecs(layers, heads, d, rank, seed=0):
+def _codecs(layers, heads, d, rank, seed=0, bits=1):
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(layers):
-        R = torch.stack([srht_rotation(d, g) for _ in range(heads)])
+        R = torch.stack([srht_matrix(d, g) for _ in range(heads)])
         B = torch.linalg.qr(torch.randn(heads, d, max(rank, 1), generator=g)).Q[..., :rank]
-        out.append(KeyCodec(0.5 * torch.randn(heads, d, generator=g), R, B))
+        out.append(TransformCodec(mean=0.5 * torch.randn(heads, d, generator=g), rotation=R, basis=B,
+                                  levels=default_levels(bits, heads), channel_scale=torch.ones(heads, d), bits=bits))
     return out
 
 
@@ -64,8 +66,8 @@ def test_packed_attention_equals_attention_over_dequantized_keys(rank, n_protect
     model = _tiny_llama()
     ids = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(1))
     codecs = _codecs(2, 2, 16, rank)
-    reference = _run(model, ids, OneBitKeyCache(codecs, n_protect))       # sdpa over k̂ from update()
-    packed_cache = OneBitKeyCache(codecs, n_protect)
+    reference = _run(model, ids, QuantizedKeyCache(codecs, n_protect))       # sdpa over k̂ from update()
+    packed_cache = QuantizedKeyCache(codecs, n_protect)
     with packed_cache.attached(model):
         packed = _run(model, ids, packed_cache)
     for a, b in zip(packed, reference):
@@ -80,8 +82,8 @@ def test_left_padding_is_masked_like_the_reference():
     am = torch.ones_like(ids)
     am[0, :7] = 0
     codecs = _codecs(2, 2, 16, 2)
-    ref = _run(model, ids, OneBitKeyCache(codecs), steps=2, attention_mask=am)
-    cache = OneBitKeyCache(codecs)
+    ref = _run(model, ids, QuantizedKeyCache(codecs), steps=2, attention_mask=am)
+    cache = QuantizedKeyCache(codecs)
     with cache.attached(model):
         out = _run(model, ids, cache, steps=2, attention_mask=am)
     real = am.bool()
@@ -95,8 +97,8 @@ def test_generate_gives_the_same_tokens_on_both_paths():
     codecs = _codecs(2, 2, 16, 2)
     kw = _cache_kw(model)
     a = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
-                       **{kw: OneBitKeyCache(codecs)})
-    cache = OneBitKeyCache(codecs)
+                       **{kw: QuantizedKeyCache(codecs)})
+    cache = QuantizedKeyCache(codecs)
     with cache.attached(model):
         b = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False, **{kw: cache})
     assert torch.equal(a, b)
@@ -105,7 +107,7 @@ def test_generate_gives_the_same_tokens_on_both_paths():
 def test_cache_memory_has_no_hidden_copy():
     model = _tiny_llama()
     ids = torch.randint(0, 256, (1, 50))
-    cache = OneBitKeyCache(_codecs(2, 2, 16, 2), n_protect=4)
+    cache = QuantizedKeyCache(_codecs(2, 2, 16, 2), n_protect=4)
     with cache.attached(model):
         _run(model, ids, cache, steps=0)
     mem = cache.memory()
@@ -113,12 +115,13 @@ def test_cache_memory_has_no_hidden_copy():
     coded = 1 + 16 / d + r * 16 / d
     assert mem.bits_per_coordinate == pytest.approx((4 * 32 + 46 * coded) / 50)
     assert mem.coordinates == 2 * 1 * 2 * 50 * 16
+    assert cache.expected_bits_per_coordinate() == pytest.approx(mem.bits_per_coordinate)
 
 
 def test_attached_restores_the_model_after_an_error():
     model = _tiny_llama()
     before = model.config._attn_implementation
-    cache = OneBitKeyCache(_codecs(2, 2, 16, 0))
+    cache = QuantizedKeyCache(_codecs(2, 2, 16, 0))
     with pytest.raises(RuntimeError, match="boom"):
         with cache.attached(model):
             raise RuntimeError("boom")
@@ -130,27 +133,61 @@ def test_packed_attention_without_a_cache_says_how_to_attach():
     module = torch.nn.Module()
     module.layer_idx = 0
     with pytest.raises(RuntimeError, match="cache.attached"):
-        onebit_attention(module, torch.zeros(1, 2, 1, 16), torch.zeros(1, 2, 1, 16), torch.zeros(1, 2, 1, 16), None)
+        packed_attention(module, torch.zeros(1, 2, 1, 16), torch.zeros(1, 2, 1, 16), torch.zeros(1, 2, 1, 16), None)
 
 
-def test_empty_codec_list_is_rejected():
-    with pytest.raises(ValueError, match="one KeyCodec per decoder layer"):
-        OneBitKeyCache([])
+@pytest.mark.parametrize("call, message", [
+    (lambda: QuantizedKeyCache([]), "one KeyCodec per decoder layer"),
+    (lambda: QuantizedKeyCache(["x"]), "codecs must be KeyCodec instances"),
+    (lambda: QuantizedKeyCache(_codecs(2, 2, 16, 0), n_protect=True), "n_protect must be an integer"),
+    (lambda: QuantizedKeyCache(_codecs(2, 2, 16, 0), window=-1), "window must be an integer"),
+    (lambda: QuantizedKeyCache(_codecs(2, 2, 16, 0), exact_dtype=torch.int8), "exact_dtype must be None or a floating"),
+])
+def test_bad_cache_arguments_are_rejected(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
 
 
-def test_gemma3_sliding_window_packed_path_equals_dequantized_path():
-    """Gemma-3: QK-norm, a sliding-window layer (window 8) and a global one, 1 kv head."""
-    from betaspec.data.models import tiny_gemma3
+PEERS = [("kivi", {"bits": 2, "group": 4}), ("turboquant_mse", {"bits": 2}), ("turboquant_prod", {"bits": 2}),
+         ("qjl", {"m": 32})]
 
-    model = tiny_gemma3(seed=4)
-    ids = torch.randint(0, 256, (1, 30), generator=torch.Generator().manual_seed(4))
-    codecs = _codecs(2, 1, 16, 2)
-    reference = _run(model, ids, OneBitKeyCache(codecs, n_protect=2))
-    cache = OneBitKeyCache(codecs, n_protect=2)
-    with cache.attached(model):
-        packed = _run(model, ids, cache)
-    for a, b in zip(packed, reference):
-        assert (a - b).abs().max() <= _logit_bound(b)
+
+def _prefill_and_stepwise(model, ids, make_cache):
+    """Logits of a packed-attention prefill, and of the same tokens fed one at a time through the
+    model's own attention (each step's single query sees the store exactly as it stands)."""
+    kw = _cache_kw(model)
+    cache = make_cache()
+    with cache.attached(model), torch.no_grad():
+        prefill = model(ids, use_cache=True, **{kw: cache}).logits
+    step_cache = make_cache()
+    steps = []
+    with torch.no_grad():
+        for t in range(ids.shape[1]):
+            steps.append(model(ids[:, t:t + 1], use_cache=True, **{kw: step_cache}).logits)
+    return prefill, torch.cat(steps, dim=1), cache
+
+
+@pytest.mark.parametrize("kind, settings", PEERS)
+def test_every_peer_codec_plugs_into_the_cache_and_prefill_equals_decode(kind, settings):
+    model = _tiny_llama()
+    ids = torch.randint(0, 256, (1, 24), generator=torch.Generator().manual_seed(5))
+    codecs = peer_codecs(kind, 2, 2, 16, seed=1, **settings)
+    flush = settings.get("group")
+    prefill, decode, cache = _prefill_and_stepwise(model, ids, lambda: QuantizedKeyCache(codecs, flush_block=flush))
+    assert (prefill - decode).abs().max() <= _logit_bound(decode)
+    assert cache.memory().bits_per_coordinate == pytest.approx(cache.expected_bits_per_coordinate())
+
+
+@pytest.mark.parametrize("n_protect, window, flush, bits", [(1, 4, 1, 2), (0, 0, 8, 1), (2, 3, 4, 3)])
+def test_packed_prefill_equals_a_token_by_token_decode_with_recent_windows(n_protect, window, flush, bits):
+    """With exact recent tokens, a prefill through the packed attention gives each position the
+    logits a token-by-token decode gives it."""
+    model = _tiny_llama(6)
+    ids = torch.randint(0, 256, (1, 20), generator=torch.Generator().manual_seed(6))
+    codecs = _codecs(2, 2, 16, 1, bits=bits)
+    prefill, decode, _ = _prefill_and_stepwise(
+        model, ids, lambda: QuantizedKeyCache(codecs, n_protect=n_protect, window=window, flush_block=flush))
+    assert (prefill - decode).abs().max() <= _logit_bound(decode)
 
 
 class _ReplayLayer(transformers.cache_utils.DynamicLayer):
@@ -171,13 +208,13 @@ class _ReplayLayer(transformers.cache_utils.DynamicLayer):
 
 @pytest.mark.slow
 def test_smollm2_packed_logits_equal_explicitly_dequantized_keys():
-    """The real model, a few hundred tokens of held-out text, the 1-bit cache with an SRHT codec and
+    """The real model, a few hundred tokens of held-out text, the cache with a 2-bit SRHT codec and
     no correction or protection: the packed path computes exactly the quantized attention.
 
     Two runs that each quantize what arrives cannot be compared this way: a float-level difference
     upstream flips the sign bit of a coordinate near zero, a jump of 2α, and over 30 layers the runs
     drift apart by more than rounding. So the reference replays the packed run's own stored codes,
-    dequantised explicitly (k̂ = Rᵀ α s), through the model's standard sdpa attention."""
+    dequantised explicitly (k̂ = Rᵀ α ℓ[idx]), through the model's standard sdpa attention."""
     from betaspec.data.load import load_model
     from betaspec.data.locations import asset_present
     from betaspec.data.models import text_windows
@@ -187,8 +224,8 @@ def test_smollm2_packed_logits_equal_explicitly_dequantized_keys():
         pytest.skip("SmolLM2 or the text is not fetched (run `betaspec fetch-assets`)")
     model, tok = load_model("smollm2", progress=False)
     ids = text_windows("smollm2", tok, "heldout", 1, 300, progress=False)
-    codecs = data_free_codecs("srht", 30, 3, 64, seed=0)
-    cache = OneBitKeyCache(codecs)
+    codecs = data_free_codecs("srht", 30, 3, 64, seed=0, bits=2)
+    cache = QuantizedKeyCache(codecs)
     with cache.attached(model):
         packed = _run(model, ids, cache, steps=4)
     assert model.config._attn_implementation == "sdpa"
@@ -199,4 +236,4 @@ def test_smollm2_packed_logits_equal_explicitly_dequantized_keys():
     # q·k̂ᵀ, d = 64 terms), which can grow through the 30 layers: bound by L·d·eps of the largest logit
     for a, b in zip(packed, reference):
         assert (a - b).abs().max() <= 30 * 64 * EPS32 * float(b.abs().max())
-    assert cache.memory().bits_per_coordinate == pytest.approx(1 + 16 / 64)
+    assert cache.memory().bits_per_coordinate == pytest.approx(2 + 16 / 64)

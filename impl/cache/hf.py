@@ -1,18 +1,21 @@
-"""Hugging Face transformers integration of the 1-bit key cache.
+"""Hugging Face transformers integration of the key cache (any codec).
 
-Two ways to use it, which compute the same attention:
+Two ways to use it:
 
-* **Any decoder model** — pass ``OneBitKeyCache`` as the model's cache. Each layer's ``update``
-  stores the keys packed (`impl.kvcache.OneBitKeyStore`) and hands the model's own attention
-  (sdpa/eager) the dequantised keys `k̂`, built for that call only and never kept.
+* **Any decoder model** — pass `QuantizedKeyCache` as the model's cache. Each layer's ``update``
+  stores the keys (`impl.cache.store.KeyStore`) and hands the model's own attention (sdpa/eager)
+  the keys as the store holds them after the call — exact where the policy keeps them exact,
+  dequantised `k̂` elsewhere — built for that call only and never kept. In a prefill every query
+  then sees the store as it stands at the end of the prefill.
 * **Packed attention** (Llama-family and Gemma-3, or any model whose attention calls
   ``ALL_ATTENTION_FUNCTIONS``) — ``with cache.attached(model): ...`` switches the model to the
-  registered attention implementation ``"betaspec_1bit"``, which scores queries directly against
-  the packed codes (`OneBitKeyStore.logits`); no full-precision key is materialised.
+  registered attention implementation ``"betaspec_packed"``, which scores queries straight from
+  the codes (`KeyStore.causal_logits`): no full-precision copy of a coded key is made, and in a
+  prefill each query sees the store as it stood when its token was appended — the logits a
+  token-by-token decode gives. This is the path the study measures.
 
-Values stay in the model's dtype: this is a key-cache method. The packed path drops the mean
-term `⟪q, m⟫` of the logits, which softmax ignores (softmax_shift); the two paths therefore agree
-to floating-point tolerance.
+Values stay in the model's dtype: this is a key-cache method. The packed path drops each codec's
+token-independent offset (e.g. `⟪q, m⟫`), which softmax ignores (softmax_shift).
 """
 
 from __future__ import annotations
@@ -26,31 +29,36 @@ from transformers import AttentionInterface
 from transformers.cache_utils import Cache, DynamicLayer
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from impl.cache.store import KeyCodec, MemoryReport, OneBitKeyStore
+from impl.attention import masked_softmax
+from impl.cache.codecs.base import KeyCodec
+from impl.cache.kernels import decode_attention, fused_decode_available
+from impl.cache.store import KeyStore, MemoryReport, check_exact_dtype
+from impl.validation import check_positive_int
 
-ATTN_IMPLEMENTATION = "betaspec_1bit"
+ATTN_IMPLEMENTATION = "betaspec_packed"
 _CACHE_ATTR = "_betaspec_cache"
 
 
-class OneBitKeyLayer(DynamicLayer):
-    """One decoder layer: keys in a `OneBitKeyStore`, values as a plain growing tensor."""
+class QuantizedKeyLayer(DynamicLayer):
+    """One decoder layer: keys in a `KeyStore`, values as a plain growing tensor."""
 
     is_croppable = False
 
-    def __init__(self, codec: KeyCodec, n_protect: int = 0, scale_dtype: torch.dtype = torch.float16):
+    def __init__(self, codec: KeyCodec, n_protect: int = 0, window: int = 0, flush_block: int | None = None,
+                 exact_dtype: torch.dtype | None = None):
         super().__init__()
+        self._policy = dict(n_protect=n_protect, window=window, flush_block=flush_block, exact_dtype=exact_dtype)
         self.codec = codec
-        self.n_protect = n_protect
-        self.scale_dtype = scale_dtype
-        self.store = OneBitKeyStore(codec, n_protect=n_protect, scale_dtype=scale_dtype)
         self.materialize_keys = True
+        self.store = self._new_store()
 
-    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
-        super().lazy_initialization(key_states, value_states)
+    def _new_store(self) -> KeyStore:
+        return KeyStore(self.codec, keep_call_keys=not self.materialize_keys, **self._policy)
 
     def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        self.store.keep_call_keys = not self.materialize_keys
         self.store.append(key_states)
         self.values = torch.cat([self.values, value_states], dim=-2)
         if self.materialize_keys:
@@ -67,42 +75,60 @@ class OneBitKeyLayer(DynamicLayer):
 
     def reset(self) -> None:
         super().reset()
-        self.store = OneBitKeyStore(self.codec, n_protect=self.n_protect, scale_dtype=self.scale_dtype)
+        self.store = self._new_store()
 
     def crop(self, tokens_to_remove: int) -> None:
-        raise NotImplementedError("the 1-bit key cache cannot be cropped (its codes are append-only)")
+        raise NotImplementedError("the quantized key cache cannot be cropped (its codes are append-only)")
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        raise NotImplementedError("the 1-bit key cache does not support beam search")
+        raise NotImplementedError("the quantized key cache does not support beam search")
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        raise NotImplementedError("the 1-bit key cache does not support expanding the batch after prefill")
+        raise NotImplementedError("the quantized key cache does not support expanding the batch after prefill")
 
     def batch_select_indices(self, indices: Tensor) -> None:
-        raise NotImplementedError("the 1-bit key cache does not support selecting batch rows")
+        raise NotImplementedError("the quantized key cache does not support selecting batch rows")
 
 
-class OneBitKeyCache(Cache):
-    """A transformers ``Cache`` that stores keys at one bit per coordinate (plus a scale, an
-    optional rank-r correction, and the first ``n_protect`` tokens exactly).
+class QuantizedKeyCache(Cache):
+    """A transformers ``Cache`` that stores keys with a `KeyCodec` per decoder layer.
 
-    ``codecs`` has one `KeyCodec` per decoder layer (from calibration, or `srht_codecs`)."""
+    ``codecs``: one codec per layer (from calibration, or data-free); ``n_protect``: the first
+    tokens kept exact (attention sinks); ``window`` and ``flush_block``: the recent tokens kept
+    exact (see `impl.cache.store`); ``exact_dtype``: their storage dtype (default: the model's)."""
 
-    def __init__(self, codecs: Sequence[KeyCodec], n_protect: int = 0, scale_dtype: torch.dtype = torch.float16):
+    def __init__(self, codecs: Sequence[KeyCodec], n_protect: int = 0, window: int = 0,
+                 flush_block: int | None = None, exact_dtype: torch.dtype | None = None):
         if not codecs:
             raise ValueError("codecs must hold one KeyCodec per decoder layer, got none")
-        super().__init__(layers=[OneBitKeyLayer(c, n_protect, scale_dtype) for c in codecs])
+        bad = [i for i, c in enumerate(codecs) if not isinstance(c, KeyCodec)]
+        if bad:
+            raise ValueError(f"codecs must be KeyCodec instances; entries {bad} are not")
+        check_positive_int(n_protect, "n_protect", minimum=0)
+        check_positive_int(window, "window", minimum=0)
+        if flush_block is not None:
+            check_positive_int(flush_block, "flush_block")
+        check_exact_dtype(exact_dtype)
+        super().__init__(layers=[QuantizedKeyLayer(c, n_protect, window, flush_block, exact_dtype) for c in codecs])
         self.n_protect = n_protect
 
     def memory(self) -> MemoryReport:
         """Exact memory of the keys held, summed over layers (values are not counted)."""
         return MemoryReport.summed([layer.store.memory() for layer in self.layers])
 
+    def expected_bits_per_coordinate(self) -> float:
+        """The memory formula (`KeyStore.expected_bits_per_coordinate`), averaged over layers by
+        coordinates held."""
+        stores = [layer.store for layer in self.layers]
+        coords = [(s.batch or 0) * s.codec.heads * len(s) * s.codec.dim for s in stores]
+        total = sum(coords)
+        return sum(c * s.expected_bits_per_coordinate() for c, s in zip(coords, stores)) / total if total else 0.0
+
     @contextlib.contextmanager
-    def attached(self, model: torch.nn.Module) -> Iterator["OneBitKeyCache"]:
+    def attached(self, model: torch.nn.Module) -> Iterator["QuantizedKeyCache"]:
         """Run ``model`` with the packed attention over this cache inside the ``with`` block.
 
-        The model's attention implementation is switched to ``"betaspec_1bit"``, every attention
+        The model's attention implementation is switched to ``"betaspec_packed"``, every attention
         module is given a reference to this cache, and keys are no longer materialised by
         ``update``. Everything is restored on exit, also after an error."""
         register_attention()
@@ -123,22 +149,24 @@ class OneBitKeyCache(Cache):
                     delattr(m, _CACHE_ATTR)
             for layer in self.layers:
                 layer.materialize_keys = True
+                layer.store.release_call_keys()
             model.set_attn_implementation(previous)
 
 
-def onebit_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor,
+def packed_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor,
                      attention_mask: Tensor | None, scaling: float | None = None, dropout: float = 0.0,
                      **kwargs) -> tuple[Tensor, None]:
-    """Attention whose scores come from the packed 1-bit keys of the layer's `OneBitKeyStore`.
+    """Attention whose scores come from the codes of the layer's `KeyStore` (`causal_logits`).
 
     ``query`` (B, Hq, Q, d) post-RoPE; ``value`` (B, H, T, d) as returned by the cache; the mask
-    is the 4-D boolean (True = attend) or additive mask transformers builds. GQA: query head
-    `h` reads kv head `h // G`. Returns ``(output (B, Q, Hq, d), None)``.
+    is the 4-D boolean (True = attend) or additive mask transformers builds (`masked_softmax`: a
+    fully masked row attends to nothing). GQA: query head `h` reads kv head `h // G`.
+    Returns ``(output (B, Q, Hq, d), None)``.
     """
     cache = kwargs.get("betaspec_cache") or getattr(module, _CACHE_ATTR, None)
     if cache is None:
         raise RuntimeError(
-            f"attention implementation {ATTN_IMPLEMENTATION!r} needs a OneBitKeyCache: run the model inside "
+            f"attention implementation {ATTN_IMPLEMENTATION!r} needs a QuantizedKeyCache: run the model inside "
             "`with cache.attached(model):`"
         )
     store = cache.layers[module.layer_idx].store
@@ -149,28 +177,33 @@ def onebit_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value:
     G = Hq // H
     if scaling is None:
         scaling = d ** -0.5
-    logits = store.logits(query.reshape(B, H, G, Q, d)) * scaling          # (B, H, G, Q, T) float32
+    if Q == 1 and fused_decode_available(store, query):
+        # a decode step on CPU: logits, softmax and values in one pass over the codes (numba)
+        try:
+            out = decode_attention(store, query.reshape(B, H, G, 1, d), value, scaling, attention_mask,
+                                   kwargs.get("softcap"))                        # (B, H, G, 1, dv)
+        finally:
+            store.release_call_keys()
+        return out.reshape(B, Hq, 1, -1).transpose(1, 2).contiguous(), None
+    try:
+        logits = store.causal_logits(query.reshape(B, H, G, Q, d)) * scaling     # (B, H, G, Q, T) float32
+    finally:
+        store.release_call_keys()
     softcap = kwargs.get("softcap")
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
-    if attention_mask is not None:
-        mask = attention_mask[:, :, None]                                    # (B, 1, 1, Q, T)
-        if mask.dtype == torch.bool:
-            # finfo.min, not −inf: a fully masked row (left padding) must stay finite
-            logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
-        else:
-            logits = logits + mask.float()
-    probs = torch.softmax(logits, dim=-1).to(value.dtype)
-    out = probs @ value.unsqueeze(2)                                          # (B, H, G, Q, d)
+    mask = attention_mask[:, :, None] if attention_mask is not None else None      # (B, 1, 1, Q, T)
+    probs = masked_softmax(logits, mask).to(value.dtype)
+    out = probs @ value.unsqueeze(2)                                                # (B, H, G, Q, d)
     return out.reshape(B, Hq, Q, d).transpose(1, 2).contiguous(), None
 
 
-def _onebit_mask(*args, **kwargs):
+def _packed_mask(*args, **kwargs):
     kwargs["allow_is_causal_skip"] = False  # always build the 4-D mask: our attention applies it itself
     return sdpa_mask(*args, **kwargs)
 
 
 def register_attention() -> None:
-    """Register ``"betaspec_1bit"`` with transformers' attention and mask interfaces (idempotent)."""
-    AttentionInterface.register(ATTN_IMPLEMENTATION, onebit_attention)
-    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, _onebit_mask)
+    """Register ``"betaspec_packed"`` with transformers' attention and mask interfaces (idempotent)."""
+    AttentionInterface.register(ATTN_IMPLEMENTATION, packed_attention)
+    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, _packed_mask)

@@ -1,9 +1,11 @@
-"""Bit-packed 1-bit codes and scores computed from the packed form.
+"""Densely packed codes and scores computed from the packed form.
 
-A key's code is its sign pattern `signVec k ∈ {±1}^d` (SPEC §1, zero ↦ +1). It is stored as bits
-`bᵢ = [kᵢ ≥ 0]`, eight per byte along the last dimension, little-endian within a byte
-(bit `j` of byte `c` is coordinate `8c + j`); `d` need not be a multiple of 8 (the last byte is
-zero-padded and the padding is never read back).
+A `b`-bit code of a vector of dimension `d` is `d` level indices `idxᵢ ∈ [0, 2^b)`. They are stored
+as one little-endian bit stream along the last dimension: bit `j` of `idxᵢ` is stream bit
+`i·b + j`, and stream bit `8c + j` is bit `j` of byte `c` — so `⌈d·b/8⌉` bytes per code, the last
+byte zero-padded (the padding is never read back). For `b = 1` the index is the sign bit
+`bᵢ = [kᵢ ≥ 0]` of `signVec k ∈ {±1}^d` (SPEC §1, zero ↦ +1): eight coordinates per byte, bit `j`
+of byte `c` is coordinate `8c + j`.
 
 Scores against packed codes never materialise the whole context in full precision:
 
@@ -19,6 +21,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from impl.multilevel import check_bits, check_levels
+from impl.validation import check_tensor
 
 _BIT_WEIGHTS = torch.tensor([1 << j for j in range(8)], dtype=torch.uint8)
 
@@ -79,6 +84,43 @@ def pack_signs(x: Tensor) -> Tensor:
     return pack_bits(x >= 0)
 
 
+def packed_code_width(d: int, bits: int) -> int:
+    """Bytes per packed `bits`-bit code of dimension `d`: ⌈d·b/8⌉."""
+    if d < 1:
+        raise ValueError(f"d must be a positive dimension, got {d}")
+    return (d * check_bits(bits) + 7) // 8
+
+
+def pack_codes(idx: Tensor, bits: int) -> Tensor:
+    """Pack level indices `idx ∈ [0, 2^b)` (an integer tensor (..., d)) into the dense bit stream
+    described in the module docstring: uint8 of shape (..., ⌈d·b/8⌉)."""
+    b = check_bits(bits)
+    if idx.dtype.is_floating_point or idx.dtype == torch.bool or idx.is_complex():
+        raise ValueError(f"idx must be an integer tensor, got dtype {idx.dtype}")
+    if idx.dim() == 0:
+        raise ValueError("idx must have at least one dimension (the code dimension d)")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= 2**b):
+        raise ValueError(f"idx must lie in [0, 2^bits = {2**b}), got values in [{int(idx.min())}, {int(idx.max())}]")
+    i = idx.to(torch.int64)
+    stream = ((i.unsqueeze(-1) >> torch.arange(b, device=i.device)) & 1).bool()   # (..., d, b)
+    return pack_bits(stream.reshape(*idx.shape[:-1], idx.shape[-1] * b))
+
+
+def unpack_codes(packed: Tensor, bits: int, d: int) -> Tensor:
+    """Inverse of :func:`pack_codes`: the level indices (int64, shape (..., d))."""
+    b = check_bits(bits)
+    width = packed_code_width(d, b)
+    if packed.dtype != torch.uint8:
+        raise ValueError(f"packed must be a uint8 tensor, got dtype {packed.dtype}")
+    if packed.dim() == 0 or packed.shape[-1] != width:
+        raise ValueError(f"packed must have last dimension ⌈d·b/8⌉ = {width} for d = {d}, b = {b}, "
+                         f"got shape {tuple(packed.shape)}")
+    table = _BYTE_BITS.to(packed.device)
+    stream = table[packed.long()].reshape(*packed.shape[:-1], width * 8)[..., : d * b]
+    stream = stream.reshape(*packed.shape[:-1], d, b).to(torch.int64)
+    return (stream << torch.arange(b, device=packed.device)).sum(-1)
+
+
 def unpack_signs(packed: Tensor, d: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """The ±1 sign vectors `sᵢ = 2bᵢ − 1` of packed codes, shape ``(..., d)``."""
     return unpack_bits(packed, d).to(dtype) * 2 - 1
@@ -108,6 +150,9 @@ def packed_sign_scores(q: Tensor, packed: Tensor, d: int, *, method: str = "unpa
     Multiply by the per-token scale `optScale k_t` to get the 1-bit logit `⟪q, k̂_t⟫`.
     """
     _check_packed(packed, d)
+    if not isinstance(q, Tensor) or not q.is_floating_point():
+        raise ValueError(f"q must be a floating-point tensor, got {getattr(q, 'dtype', type(q).__name__)}")
+    check_tensor(q, "q", min_dim=2)
     if q.shape[-1] != d:
         raise ValueError(f"q must have last dimension d = {d}, got shape {tuple(q.shape)}")
     if chunk_tokens < 1:
@@ -157,3 +202,39 @@ def _scores_lut(q: Tensor, packed: Tensor, d: int, chunk: int) -> Tensor:
         outs.append(2 * partial.transpose(1, 2) - total)
     out = torch.cat(outs, dim=-1) if outs else q.new_zeros(L, Q, 0)
     return out.reshape(*lead, Q, out.shape[-1])
+
+
+def packed_level_scores(q: Tensor, packed: Tensor, levels: Tensor, bits: int, d: int, *,
+                        chunk_tokens: int = 4096) -> Tensor:
+    """`⟪q, ℓ[idx_t]⟫` for every query against every packed `bits`-bit code, where `ℓ[idx_t]` is
+    the code's level vector (packed_score_lut_identity: the same sum the lookup-table kernels
+    compute one group of coordinates at a time). Decodes `chunk_tokens` codes at a time, so only
+    one chunk is ever in floating point.
+
+    Shapes: ``q`` (..., Q, d) and ``packed`` (..., T, ⌈d·b/8⌉) with broadcastable leading dimensions;
+    ``levels`` (..., 2^b) with the leading dimensions of ``packed`` (or fewer: (2^b,) is one table
+    for all); the result is (..., Q, T) in float32 (float64 for float64 queries)."""
+    b = check_bits(bits)
+    if not isinstance(q, Tensor) or not q.is_floating_point():
+        raise ValueError(f"q must be a floating-point tensor, got {getattr(q, 'dtype', type(q).__name__)}")
+    qc = check_tensor(q, "q", min_dim=2)
+    if qc.shape[-1] != d:
+        raise ValueError(f"q must have last dimension d = {d}, got shape {tuple(q.shape)}")
+    lv = check_levels(levels)
+    if lv.shape[-1] != 2**b:
+        raise ValueError(f"levels must hold 2^bits = {2**b} values along the last dimension, got {tuple(levels.shape)}")
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be ≥ 1, got {chunk_tokens}")
+    work = qc.dtype
+    lv = lv.to(work)
+    lead = torch.broadcast_shapes(qc.shape[:-2], packed.shape[:-2])
+    outs = []
+    for start in range(0, packed.shape[-2], chunk_tokens):
+        idx = unpack_codes(packed[..., start:start + chunk_tokens, :], b, d)          # (..., Tc, d)
+        table = lv.unsqueeze(-2)                                                     # (..., 1, 2^b)
+        table = table.reshape(*([1] * (idx.dim() - table.dim())), *table.shape)
+        vals = torch.take_along_dim(table, idx, dim=-1)                             # (..., Tc, d)
+        outs.append(qc @ vals.transpose(-1, -2))
+    if not outs:
+        return qc.new_zeros(*lead, qc.shape[-2], 0)
+    return torch.cat(outs, dim=-1)

@@ -1,24 +1,26 @@
-"""The 1-bit key cache: a per-layer codec and a bit-packed key store that attends from the
-packed form.
+"""The key store of one layer: which tokens are kept exact, which are coded, and attention logits
+read straight from the codes.
 
-For kv head `h` of a layer, a key `k ∈ ℝ^d` is transformed and coded as
+The store owns the policy; a codec (`impl.cache.codecs.base.KeyCodec`) owns the code. For keys
+(B, H, T, d) appended in token order:
 
-    y = R_h (k − m_h)                 rotation R_h (orthogonal), DC mean m_h   (SPEC §3)
-    s = signVec y,  α = optScale y = ‖y‖₁ / d                                   (SPEC §1)
-    c = B_hᵀ (y − α s)                rank-r correction, B_h (d × r) orthonormal (SPEC §5)
+* the first `n_protect` tokens (attention sinks) are kept exact (front_token_protection);
+* of the `n` tokens after them, the most recent `recent_count(n, window, flush_block)` are kept
+  exact — `W + ((n − W) mod F)` once `n ≥ W`, all `n` before — and the others are coded, `F` tokens
+  at a time (`F` a multiple of the codec's `token_block`). `F = 1` keeps exactly the last `W`
+  tokens exact (a sliding window); KIVI's residual is `W = 0, F = R`: tokens are coded `R` at a
+  time, so between 0 and `R − 1` stay exact.
 
-and stored as the bits of `s` packed 8 per byte, `α` and `c` in ``scale_dtype`` (float16 by
-default). The first ``n_protect`` tokens (attention sinks) are kept exactly. The dequantised key
-is `k̂ = R_hᵀ (α s + B_h c) + m_h`.
+Exact tokens are stored in `exact_dtype` (default: the dtype of the first keys, so they are
+bit-exact). Logits come from the codes (`KeyCodec.scores`) for coded tokens and from the exact
+keys for the rest; no full-precision copy of a coded token is kept.
 
-Scores never materialise the context in full precision. For a query `q`:
-
-    ⟪q, k̂_t⟫ = α_t ⟪R q, s_t⟫ + ⟪B_hᵀ R q, c_t⟫ + ⟪q, m_h⟫,
-
-where `⟪R q, s_t⟫` comes from the packed bits (`impl.packing.packed_sign_scores`). The last term
-is the same for every token, so softmax ignores it (softmax_shift, attention_score_gauge_invariance
-(b)); by default it is dropped — and, to keep every token on the same footing, subtracted from the
-exactly kept protected tokens too. ``exact_offsets=True`` returns the logits `⟪q, k̂_t⟫` themselves.
+`logits(q)` scores queries against the store as it stands (a decode step). `causal_logits(q)`
+scores the queries of the last `append` as if each had been decoded in turn: query `t` sees the
+tokens the policy had coded when `t` was appended, and the rest exact — so a prefill gives the
+logits a token-by-token decode would. For that, an `append` made with `keep_call_keys` holds the
+exact keys of its own tokens (and of the exact tail before it) until `release_call_keys()`; the
+attention function releases them as soon as it has used them.
 """
 
 from __future__ import annotations
@@ -29,114 +31,16 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from impl.cache.packing import (
-    pack_signs,
-    packed_sign_scores,
-    packed_width,
-    unpack_signs,
-)
-from impl.validation import check_orthogonal, check_orthonormal_columns, check_tensor
+from impl.cache.codecs.base import Codes, KeyCodec, bits_of, check_keys
+from impl.validation import check_positive_int, check_tensor
 
 
-@dataclass(frozen=True)
-class KeyCodec:
-    """The per-layer transform of the keys: mean `m` (H, d), rotation `R` (H, d, d) and rank-r
-    correction basis `B` (H, d, r) for each of the H kv heads."""
-
-    mean: Tensor
-    rotation: Tensor
-    basis: Tensor
-
-    def __post_init__(self) -> None:
-        m = check_tensor(self.mean, "mean", min_dim=2)
-        H, d = m.shape
-        R = check_tensor(self.rotation, "rotation", min_dim=3)
-        if R.shape != (H, d, d):
-            raise ValueError(f"rotation must have shape (H, d, d) = {(H, d, d)}, got {tuple(R.shape)}")
-        check_orthogonal(R, "rotation")
-        B = check_tensor(self.basis, "basis", min_dim=3, allow_empty_last=True)
-        if B.shape[:2] != (H, d) or B.shape[2] > d:
-            raise ValueError(f"basis must have shape (H, d, r) = ({H}, {d}, r ≤ {d}), got {tuple(B.shape)}")
-        if B.shape[2]:
-            check_orthonormal_columns(B, "basis")
-
-    @classmethod
-    def identity(cls, heads: int, dim: int, *, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None) -> "KeyCodec":
-        """No centring, no rotation, no correction: plain 1-bit sign quantisation."""
-        eye = torch.eye(dim, dtype=dtype, device=device).expand(heads, dim, dim).clone()
-        return cls(mean=torch.zeros(heads, dim, dtype=dtype, device=device), rotation=eye,
-                   basis=torch.zeros(heads, dim, 0, dtype=dtype, device=device))
-
-    @property
-    def heads(self) -> int:
-        return self.mean.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.mean.shape[1]
-
-    @property
-    def rank(self) -> int:
-        return self.basis.shape[2]
-
-    def to(self, device: torch.device | str) -> "KeyCodec":
-        """The same codec on another device (the dtype is kept: orthogonality was checked at the
-        precision the matrices carry)."""
-        return KeyCodec(self.mean.to(device), self.rotation.to(device), self.basis.to(device))
-
-    def rotate(self, x: Tensor) -> Tensor:
-        """`R_h x` for x of shape (B, H, …, d)."""
-        R = self.rotation.to(x.dtype)
-        shape = x.shape
-        flat = x.reshape(shape[0], shape[1], -1, shape[-1])
-        return torch.einsum("hij,bhtj->bhti", R, flat).reshape(shape)
-
-    def transform(self, keys: Tensor) -> Tensor:
-        """`y = R_h (k − m_h)` for keys of shape (B, H, T, d)."""
-        return self.rotate(keys - self.mean.to(keys.dtype)[None, :, None, :])
-
-
-@dataclass(frozen=True)
-class EncodedKeys:
-    """Packed codes for keys of shape (B, H, T, d): `packed` (B, H, T, ⌈d/8⌉) uint8, `scale`
-    (B, H, T) and `coeffs` (B, H, T, r) in the storage dtype."""
-
-    packed: Tensor
-    scale: Tensor
-    coeffs: Tensor
-
-
-def encode_keys(codec: KeyCodec, keys: Tensor, scale_dtype: torch.dtype = torch.float16) -> EncodedKeys:
-    """Code keys (B, H, T, d): bits of `sgn y`, `α = ‖y‖₁/d` and `c = Bᵀ(y − α s)` with
-    `y = R (k − m)` — the quantize_1bit code of cos_sign_quant_formula in the rotated frame, with
-    the rank-r correction of svd_topk_maximizes_gammaR. `α` and `c` are rounded to `scale_dtype`
-    before `c` is formed from the rounded `α`, so decoding reproduces exactly what is stored.
-
-    A token's code does not depend on the tokens encoded with it (decode steps and prefill store
-    the same bits): the two contractions, `R (k − m)` and `Bᵀ(y − α s)`, are accumulated in
-    float64 and only then rounded, because a float32 GEMM sums in an order that depends on the
-    number of rows and would move `y` or `c` across a rounding boundary."""
-    k = check_tensor(keys, "keys", min_dim=4)
-    if k.shape[1] != codec.heads or k.shape[-1] != codec.dim:
-        raise ValueError(f"keys must have shape (B, H={codec.heads}, T, d={codec.dim}), got {tuple(k.shape)}")
-    y = codec.transform(k.double()).float()
-    d = codec.dim
-    scale = (y.abs().sum(dim=-1) / d).to(scale_dtype)
-    signs = torch.where(y >= 0, 1.0, -1.0)
-    resid = y - scale.float().unsqueeze(-1) * signs
-    coeffs = torch.einsum("bhtd,hdr->bhtr", resid.double(), codec.basis.double()).to(scale_dtype)
-    return EncodedKeys(packed=pack_signs(y), scale=scale, coeffs=coeffs)
-
-
-def decode_keys(codec: KeyCodec, enc: EncodedKeys) -> Tensor:
-    """The dequantised keys `k̂ = Rᵀ (α s + B c) + m` (float32), shape (B, H, T, d)."""
-    s = unpack_signs(enc.packed, codec.dim)
-    y_hat = enc.scale.float().unsqueeze(-1) * s + torch.einsum("bhtr,hdr->bhtd", enc.coeffs.float(),
-                                                               codec.basis.float())
-    Rt = codec.rotation.float().transpose(-1, -2)
-    k = torch.einsum("hij,bhtj->bhti", Rt, y_hat)
-    return k + codec.mean.float()[None, :, None, :]
+def recent_count(n: int, window: int, flush_block: int) -> int:
+    """Exact tail tokens after `n` tokens (after the protected ones): `W + ((n − W) mod F)` for
+    `n ≥ W`, else `n`. The coded count `n − recent_count` is then a multiple of `F`."""
+    if n <= window:
+        return n
+    return window + (n - window) % flush_block
 
 
 class _Growable:
@@ -173,10 +77,10 @@ class _Growable:
 
 @dataclass(frozen=True)
 class MemoryReport:
-    """Exact memory of a key store. `bits_per_coordinate` = bits of the stored keys (codes,
-    scales, coefficients, protected keys) per key coordinate held; `nbytes_allocated` includes
-    spare capacity of the growable buffers; `codec_bytes` is the per-layer transform (m, R, B),
-    which does not grow with the context."""
+    """Exact memory of a key store. `bits_per_coordinate` = bits of the stored keys (codes, side
+    values, exact tokens) per key coordinate held; `nbytes_allocated` includes spare capacity of the
+    growable buffers; `codec_bytes` is the per-layer constants (mean, rotation, …), which do not
+    grow with the context; `breakdown` maps each buffer to its bytes."""
 
     tokens: int
     coordinates: int
@@ -204,61 +108,92 @@ class MemoryReport:
                    codec_bytes=sum(r.codec_bytes for r in reports), breakdown=breakdown)
 
 
-class OneBitKeyStore:
-    """Bit-packed keys of one layer, shape (B, H, T, d) logically.
+def check_exact_dtype(dtype: object) -> torch.dtype | None:
+    """None (the keys' own dtype) or a floating dtype: an integer dtype would silently truncate the
+    keys that are meant to be kept exact."""
+    if dtype is None:
+        return None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"exact_dtype must be None or a floating-point torch dtype (exact keys are kept in it), "
+                         f"got {dtype!r}")
+    return dtype
 
-    Tokens `0 … n_protect−1` are stored exactly (in ``protect_dtype``, default: the dtype of
-    the first keys appended); every later token as an `EncodedKeys` code. `append` accepts one
-    token (decode) or a block (prefill); both give identical stores (front_token_protection,
-    cos_sign_quant_formula).
+
+class KeyStore:
+    """The keys of one layer, shape (B, H, T, d) logically (see the module docstring).
+
+    `codec`: the layer's `KeyCodec`; `n_protect`: exact front tokens; `window` W and `flush_block` F
+    (default: the codec's `token_block`): the recent-token policy; `exact_dtype`: storage of exact
+    tokens; `keep_call_keys`: hold each append's exact keys for `causal_logits` until released.
     """
 
-    def __init__(self, codec: KeyCodec, n_protect: int = 0, scale_dtype: torch.dtype = torch.float16,
-                 protect_dtype: torch.dtype | None = None):
-        if not isinstance(n_protect, int) or n_protect < 0:
-            raise ValueError(f"n_protect must be an integer ≥ 0, got {n_protect!r}")
-        if scale_dtype not in (torch.float16, torch.bfloat16, torch.float32):
-            raise ValueError(f"scale_dtype must be float16, bfloat16 or float32, got {scale_dtype}")
+    def __init__(self, codec: KeyCodec, n_protect: int = 0, window: int = 0, flush_block: int | None = None,
+                 exact_dtype: torch.dtype | None = None, keep_call_keys: bool = False):
+        if not isinstance(codec, KeyCodec):
+            raise ValueError(f"codec must be a KeyCodec, got {type(codec).__name__}")
         self.codec = codec
-        self.n_protect = n_protect
-        self.scale_dtype = scale_dtype
-        self.protect_dtype = protect_dtype
+        self.n_protect = check_positive_int(n_protect, "n_protect", minimum=0)
+        self.window = check_positive_int(window, "window", minimum=0)
+        block = codec.token_block if flush_block is None else check_positive_int(flush_block, "flush_block")
+        if block % codec.token_block:
+            raise ValueError(f"flush_block must be a multiple of the codec's token block ({codec.token_block}), got {block}")
+        self.flush_block = block
+        self.exact_dtype = check_exact_dtype(exact_dtype)
+        self.keep_call_keys = bool(keep_call_keys)
         self._protected: _Growable | None = None
-        self._packed: _Growable | None = None
-        self._scale: _Growable | None = None
-        self._coeffs: _Growable | None = None
+        self._codes: dict[str, _Growable] = {}
+        self._coded = 0
+        self._recent: Tensor | None = None
+        self._call: tuple[int, Tensor] | None = None   # (first position, exact keys) of the last append
+        self._call_tokens = 0
         self.batch: int | None = None
 
     # -- writing -------------------------------------------------------------------------
     def append(self, keys: Tensor) -> None:
-        """Append keys of shape (B, H, T, d), T ≥ 1, in token order."""
-        k = check_tensor(keys, "keys", min_dim=4)
-        if k.dim() != 4 or k.shape[1] != self.codec.heads or k.shape[3] != self.codec.dim:
-            raise ValueError(f"keys must have shape (B, H={self.codec.heads}, T, d={self.codec.dim}), got {tuple(k.shape)}")
+        """Append keys of shape (B, H, T, d), T ≥ 1, in token order, and code the tokens the policy
+        no longer keeps exact."""
+        k = check_keys(keys, self.codec.heads, self.codec.dim)
+        if k.shape[2] < 1:
+            raise ValueError(f"keys must hold at least one token, got shape {tuple(keys.shape)}")
         if self.batch is None:
             self.batch = k.shape[0]
-            if self.protect_dtype is None:
-                self.protect_dtype = k.dtype
-            if self.codec.mean.device != k.device:
+            if self.exact_dtype is None:
+                self.exact_dtype = keys.dtype if keys.dtype.is_floating_point else torch.float32
+            if self.codec.device != k.device:
                 self.codec = self.codec.to(k.device)
         elif k.shape[0] != self.batch:
             raise ValueError(f"keys must have batch size {self.batch} (as before), got {k.shape[0]}")
-        n_exact = max(0, min(self.n_protect - self.protected_length, k.shape[2]))
-        if n_exact:
-            exact = k[:, :, :n_exact].to(self.protect_dtype)
+        exact = keys.to(self.exact_dtype)
+        if not bool(torch.isfinite(exact).all()):
+            raise ValueError(f"keys overflow the exact dtype {self.exact_dtype} (largest finite value "
+                             f"{torch.finfo(self.exact_dtype).max:.4g})")
+        self._call = None
+        self._call_tokens = k.shape[2]
+        n_prot = max(0, min(self.n_protect - self.protected_length, k.shape[2]))
+        if n_prot:
             if self._protected is None:
-                self._protected = _Growable(exact, capacity=self.n_protect)
-            self._protected.append(exact)
-        rest = k[:, :, n_exact:]
-        if rest.shape[2]:
-            enc = encode_keys(self.codec, rest, self.scale_dtype)
-            if self._packed is None:
-                self._packed = _Growable(enc.packed)
-                self._scale = _Growable(enc.scale.unsqueeze(-1))
-                self._coeffs = _Growable(enc.coeffs)
-            self._packed.append(enc.packed)
-            self._scale.append(enc.scale.unsqueeze(-1))
-            self._coeffs.append(enc.coeffs)
+                self._protected = _Growable(exact[:, :, :n_prot], capacity=self.n_protect)
+            self._protected.append(exact[:, :, :n_prot])
+        rest = exact[:, :, n_prot:]
+        if not rest.shape[2]:
+            return
+        recent = rest if self._recent is None else torch.cat([self._recent, rest], dim=2)
+        if self.keep_call_keys:
+            self._call = (self.protected_length + self._coded, recent)
+        n = self._coded + recent.shape[2]
+        move = recent.shape[2] - recent_count(n, self.window, self.flush_block)
+        if move > 0:
+            codes = self.codec.encode(recent[:, :, :move])
+            for name, t in codes.items():
+                if name not in self._codes:
+                    self._codes[name] = _Growable(t)
+                self._codes[name].append(t)
+            self._coded += move
+        self._recent = recent[:, :, move:].clone() if recent.shape[2] > move else None
+
+    def release_call_keys(self) -> None:
+        """Drop the exact keys held for `causal_logits` (done by the attention function)."""
+        self._call = None
 
     # -- reading -------------------------------------------------------------------------
     @property
@@ -266,85 +201,194 @@ class OneBitKeyStore:
         return self._protected.length if self._protected is not None else 0
 
     @property
-    def quantized_length(self) -> int:
-        return self._packed.length if self._packed is not None else 0
+    def coded_length(self) -> int:
+        return self._coded
+
+    @property
+    def recent_length(self) -> int:
+        return self._recent.shape[2] if self._recent is not None else 0
 
     def __len__(self) -> int:
-        return self.protected_length + self.quantized_length
+        return self.protected_length + self._coded + self.recent_length
 
     def protected_keys(self) -> Tensor | None:
         return self._protected.view() if self._protected is not None else None
 
-    def encoded(self) -> EncodedKeys | None:
-        if self._packed is None:
+    def recent_keys(self) -> Tensor | None:
+        return self._recent
+
+    def codes(self) -> Codes | None:
+        """The codes of the coded tokens (views of the store's buffers), or None."""
+        if not self._coded:
             return None
-        return EncodedKeys(self._packed.view(), self._scale.view().squeeze(-1), self._coeffs.view())
+        return {name: g.view() for name, g in self._codes.items()}
 
     def dequantized_keys(self) -> Tensor:
-        """All keys as the attention sees them (float32, B × H × T × d): protected keys exact,
-        the rest `k̂ = Rᵀ(α s + B c) + m`. This materialises the context; the attention path
-        uses `logits` instead."""
+        """All keys as attention sees them after the last append (float32, (B, H, T, d)): protected
+        and recent keys exact, coded keys `k̂`. This materialises the context; the attention path
+        uses `logits` / `causal_logits` instead."""
         parts = []
         if self._protected is not None:
             parts.append(self._protected.view().float())
-        enc = self.encoded()
-        if enc is not None:
-            parts.append(decode_keys(self.codec, enc))
+        codes = self.codes()
+        if codes is not None:
+            parts.append(self.codec.decode(codes))
+        if self._recent is not None:
+            parts.append(self._recent.float())
         if not parts:
             raise ValueError("the store is empty")
         return torch.cat(parts, dim=2)
 
-    def logits(self, q: Tensor, *, exact_offsets: bool = False, chunk_tokens: int = 4096,
-               method: str = "unpack") -> Tensor:
-        """`⟪q, k̂_t⟫ − ⟪q, m⟫` for every query and stored token, from the packed form.
-
-        ``q`` has shape (B, H, G, Q, d) (G query heads share each kv head); the result is
-        (B, H, G, Q, T), float32. With ``exact_offsets`` the mean term `⟪q, m⟫` is kept, giving
-        `⟪q, k̂_t⟫` exactly; without it every logit of a query is shifted by the same constant,
-        which softmax ignores (softmax_shift).
-        """
+    def _queries(self, q: Tensor) -> Tensor:
         qc = check_tensor(q, "q", min_dim=5)
-        if qc.shape[1] != self.codec.heads or qc.shape[-1] != self.codec.dim:
-            raise ValueError(f"q must have shape (B, H={self.codec.heads}, G, Q, d={self.codec.dim}), got {tuple(qc.shape)}")
-        B, H, G, Q, d = qc.shape
-        qf = qc.float().reshape(B, H, G * Q, d)
-        offset = (qf * self.codec.mean.float()[None, :, None, :]).sum(-1, keepdim=True)  # ⟪q, m⟫
+        if qc.dim() != 5 or qc.shape[1] != self.codec.heads or qc.shape[-1] != self.codec.dim:
+            raise ValueError(f"q must have shape (B, H={self.codec.heads}, G, Q, d={self.codec.dim}), got {tuple(q.shape)}")
+        if self.batch is not None and qc.shape[0] != self.batch:
+            raise ValueError(f"q must have batch size {self.batch} (the store's), got {qc.shape[0]}")
+        return qc if qc.dtype == torch.float64 else qc.float()
+
+    def _parts(self, qf: Tensor, exact_offsets: bool) -> tuple[list[Tensor], Tensor]:
+        """Logit blocks [protected, coded, recent] for queries (B, H, N, d), and the offset (B, H, N, 1)."""
+        offset = self.codec.offset(qf).unsqueeze(-1)
+
+        def exact(keys: Tensor) -> Tensor:
+            out = qf @ keys.to(qf.dtype).transpose(-1, -2)
+            return out if exact_offsets else out - offset
+
         parts = []
         if self._protected is not None:
-            exact = qf @ self._protected.view().float().transpose(-1, -2)
-            parts.append(exact if exact_offsets else exact - offset)
-        enc = self.encoded()
-        if enc is not None:
-            rq = self.codec.rotate(qf)                                        # R q
-            sign_part = packed_sign_scores(rq, enc.packed, d, method=method, chunk_tokens=chunk_tokens)
-            scores = sign_part * enc.scale.float().unsqueeze(-2)
-            if self.codec.rank:
-                bq = torch.einsum("bhqd,hdr->bhqr", rq, self.codec.basis.float())  # Bᵀ R q
-                scores = scores + bq @ enc.coeffs.float().transpose(-1, -2)
-            parts.append(scores + offset if exact_offsets else scores)
-        if not parts:
+            parts.append(exact(self._protected.view()))
+        codes = self.codes()
+        if codes is not None:
+            s = self.codec.scores(qf, codes)
+            parts.append(s + offset if exact_offsets else s)
+        if self._recent is not None:
+            parts.append(exact(self._recent))
+        return parts, offset
+
+    def logits(self, q: Tensor, *, exact_offsets: bool = False) -> Tensor:
+        """`⟪q, k̂_t⟫ − offset` for every query and stored token: exact keys for protected and recent
+        tokens, the codes for the rest (never decoded to full precision).
+
+        ``q`` has shape (B, H, G, Q, d) (G query heads share each kv head); the result is
+        (B, H, G, Q, T), float32. The codec's offset (e.g. `⟪q, m⟫`) is the same for every token,
+        so softmax ignores it (softmax_shift); it is dropped — from the exact tokens too, so every
+        token is on the same footing — unless ``exact_offsets``, which gives `⟪q, k̂_t⟫` itself.
+        """
+        qc = self._queries(q)
+        B, H, G, Q, d = qc.shape
+        if not len(self):
             raise ValueError("the store is empty")
+        parts, _ = self._parts(qc.reshape(B, H, G * Q, d), exact_offsets)
         return torch.cat(parts, dim=-1).reshape(B, H, G, Q, -1)
+
+    def causal_logits(self, q: Tensor, *, exact_offsets: bool = False) -> Tensor:
+        """Logits of the queries of the last `append` (its last Q tokens), each against the store as
+        it stood when that query's token was appended: coded tokens the policy had coded by then,
+        exact keys for the rest (see the module docstring). Needs `keep_call_keys`; keys after a
+        query's own position get logits too (the causal mask removes them). Shapes as `logits`."""
+        qc = self._queries(q)
+        B, H, G, Q, d = qc.shape
+        if Q > self._call_tokens:
+            raise ValueError(f"q holds {Q} query positions, but the last append added {self._call_tokens} tokens")
+        if self._call is None:
+            if self.keep_call_keys and self.recent_length == 0 and self._coded == 0:
+                return self.logits(q, exact_offsets=exact_offsets)   # protected tokens only
+            if not self.keep_call_keys:
+                raise ValueError("causal_logits needs a store made with keep_call_keys=True")
+            raise ValueError("causal_logits: the exact keys of the last append were released")
+        qf = qc.reshape(B, H, G * Q, d)
+        parts, offset = self._parts(qf, exact_offsets)
+        out = torch.cat(parts, dim=-1)
+        e0, call_exact = self._call
+        P, T = self.protected_length, len(self)
+        end = P + self._coded                                  # tokens [e0, end) are coded now
+        if end > e0:
+            ov = qf @ call_exact[:, :, : end - e0].to(qf.dtype).transpose(-1, -2)
+            if not exact_offsets:
+                ov = ov - offset
+            t = torch.arange(T - Q, T, device=qf.device)       # query positions
+            n_t = (t + 1 - P).clamp(min=0)
+            coded_t = torch.tensor([n - recent_count(int(n), self.window, self.flush_block) for n in n_t.tolist()],
+                                   device=qf.device)
+            j = torch.arange(e0, end, device=qf.device)
+            exact_mask = (j[None, :] >= P + coded_t[:, None])                      # (Q, ov)
+            exact_mask = exact_mask.repeat(G, 1)                                   # rows are (G, Q) flattened
+            out[..., e0:end] = torch.where(exact_mask, ov, out[..., e0:end])
+        return out.reshape(B, H, G, Q, -1)
 
     # -- accounting ----------------------------------------------------------------------
     def memory(self) -> MemoryReport:
-        parts = {"protected": self._protected, "signs": self._packed, "scale": self._scale, "coeffs": self._coeffs}
-        used = {k: (v.nbytes_used if v is not None else 0) for k, v in parts.items()}
-        allocated = sum(v.nbytes_allocated for v in parts.values() if v is not None)
-        codec_bytes = sum(t.numel() * t.element_size() for t in (self.codec.mean, self.codec.rotation, self.codec.basis))
+        """Exact memory of what the store holds between calls (the keys held for one call's
+        `causal_logits` are not part of the cache and are released by the attention function)."""
+        buffers: dict[str, _Growable | Tensor | None] = {"protected": self._protected, **self._codes,
+                                                         "recent": self._recent}
+        used, allocated = {}, 0
+        for name, b in buffers.items():
+            if b is None:
+                used[name] = 0
+            elif isinstance(b, _Growable):
+                used[name] = b.nbytes_used
+                allocated += b.nbytes_allocated
+            else:
+                used[name] = b.numel() * b.element_size()
+                allocated += used[name]
         T = len(self)
         coords = (self.batch or 0) * self.codec.heads * T * self.codec.dim
         return MemoryReport(tokens=T, coordinates=coords, nbytes_used=sum(used.values()), nbytes_allocated=allocated,
-                            codec_bytes=codec_bytes, breakdown=used)
+                            codec_bytes=self.codec.parameter_bytes(), breakdown=used)
 
-    def expected_bits_per_coordinate(self) -> float:
-        """`1 + scale_bits/d + r·coef_bits/d` for coded tokens, protected tokens at their dtype's
-        width, averaged over the tokens held (the cache's memory formula; no hidden copy)."""
-        T = len(self)
+    def expected_bits_per_coordinate(self, tokens: int | None = None) -> float:
+        """The memory formula: exact tokens at their dtype's width, coded tokens at the codec's
+        `token_bits() / d`, averaged over the tokens held (no hidden copy) — or over `tokens` tokens,
+        the bits the policy would hold at that length (0 for none). Exact tokens count at the keys'
+        dtype before the first append (`exact_dtype` None), at float32 if that is unknown."""
+        T = len(self) if tokens is None else check_positive_int(tokens, "tokens", minimum=0)
         if T == 0:
             return 0.0
-        d = self.codec.dim
-        sbits = torch.finfo(self.scale_dtype).bits
-        coded = packed_width(d) * 8 / d + sbits / d + self.codec.rank * sbits / d
-        exact = torch.finfo(self.protect_dtype).bits if self.protect_dtype is not None else 0
-        return (self.protected_length * exact + self.quantized_length * coded) / T
+        exact_dtype = self.exact_dtype if self.exact_dtype is not None else torch.float32
+        protected = min(self.n_protect, T)
+        n = T - protected
+        recent = recent_count(n, self.window, self.flush_block)
+        coded = n - recent
+        return ((protected + recent) * bits_of(exact_dtype) + coded * self.codec.token_bits() / self.codec.dim) / T
+
+
+def tensors_held(obj: object, _seen: set[int] | None = None) -> list[Tensor]:
+    """Every tensor reachable from `obj` through attributes, dicts, lists and tuples (each once)."""
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, (list, tuple)):
+        items = list(obj)
+    elif hasattr(obj, "__dict__"):
+        items = list(vars(obj).values())
+    else:
+        return []
+    out: list[Tensor] = []
+    for item in items:
+        out += tensors_held(item, seen)
+    return out
+
+
+def full_precision_rows(obj: object, keys: Tensor) -> int:
+    """How many of the key rows `keys` (…, d) — e.g. the original keys of the tokens a store has
+    coded — appear bit for bit in some floating tensor reachable from `obj`, compared in that
+    tensor's dtype (a float16 copy of a float32 key counts). A store that keeps no full-precision
+    copy of a coded token gives 0; this measures that claim rather than assuming it."""
+    rows = keys.reshape(-1, keys.shape[-1])
+    d = rows.shape[-1]
+    found = torch.zeros(rows.shape[0], dtype=torch.bool)
+    for t in tensors_held(obj):
+        if not t.is_floating_point() or t.dim() < 1 or t.shape[-1] != d or t.numel() == 0:
+            continue
+        held = t.detach().reshape(-1, d).contiguous().cpu()
+        stored = {row.numpy().tobytes() for row in held.view(torch.uint8)}
+        want = rows.to(held.dtype).contiguous().cpu().view(torch.uint8)
+        found |= torch.tensor([row.numpy().tobytes() in stored for row in want], dtype=torch.bool)
+    return int(found.sum())
