@@ -84,13 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print only errors")
     p.set_defaults(func=_cmd_fetch_assets)
 
-    p = sub.add_parser("calibrate", help="fit the 1-bit key codec of a model and print its β table")
+    p = sub.add_parser("calibrate", help="fit betaspec's key codec of a model and print its quality table")
     p.add_argument("--model", default="smollm2", choices=["smollm2", "gemma3"])
     p.add_argument("--view", default="post_rope", choices=["post_rope", "pre_rope"],
                    help="keys the cache stores (post_rope) or, for study, before RoPE")
     p.add_argument("--rotation", default="learned", choices=["identity", "srht", "learned", "learned_srht"])
     p.add_argument("--no-center", action="store_true", help="do not subtract the DC mean")
+    p.add_argument("--bits", type=int, default=1, choices=[1, 2, 3, 4], help="bits per coordinate of the code (default 1)")
+    p.add_argument("--levels", default="gaussian", choices=["gaussian", "fitted"],
+                   help="b > 1: Gaussian Lloyd–Max levels, or Lloyd–Max levels fitted to the train keys")
+    p.add_argument("--objective", default=None, choices=["l1", "distortion"],
+                   help="rotation objective (default: l1 for 1 bit, the b-bit distortion otherwise)")
+    p.add_argument("--channel-scale", action="store_true", help="a calibrated per-channel scale after the rotation")
     p.add_argument("--rank", type=_rank_arg, default=None, help="rank-r correction: an integer or d/N (default d/8)")
+    p.add_argument("--coef-bits", type=int, default=16, choices=[16, 8, 4],
+                   help="rank-r coefficients: float16 (16) or int8/int4 with one scale per token")
+    p.add_argument("--scale-rule", default="ls", choices=["ls", "unbiased", "query"],
+                   help="per-token scale: least squares, unbiased, or query-weighted by E[q qᵀ] of the train queries (default ls)")
     p.add_argument("--train-tokens", type=int, default=8192, help="calibration keys per head (default 8192)")
     p.add_argument("--heldout-tokens", type=int, default=4096)
     p.add_argument("--ood-tokens", type=int, default=4096)
@@ -105,14 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_calibrate)
 
-    p = sub.add_parser("perplexity", help="perplexity with full-precision keys vs the 1-bit key cache")
+    p = sub.add_parser("perplexity", help="perplexity with full-precision keys vs the quantized key cache")
     _add_codec_args(p)
     p.add_argument("--split", default="heldout", choices=["train", "heldout", "ood"])
     p.add_argument("--windows", type=int, default=8)
     p.add_argument("--window", type=int, default=512)
     p.set_defaults(func=_cmd_perplexity)
 
-    p = sub.add_parser("generate", help="greedy generation with full-precision keys vs the packed 1-bit cache")
+    p = sub.add_parser("generate", help="greedy generation with full-precision keys vs the packed quantized cache")
     _add_codec_args(p)
     p.add_argument("--prompt", default="The quality of mercy is not strained;")
     p.add_argument("--max-new-tokens", type=int, default=40)
@@ -179,7 +189,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     try:
         settings = CalibrationSettings(
             model=args.model, view=args.view, rotation=args.rotation, center=not args.no_center,
-            rank=_resolve_rank(args.rank, args.model), train_tokens=args.train_tokens,
+            bits=args.bits, levels=args.levels, objective=args.objective, channel_scale=args.channel_scale,
+            rank=_resolve_rank(args.rank, args.model), coef_bits=args.coef_bits, scale_rule=args.scale_rule,
+            train_tokens=args.train_tokens,
             heldout_tokens=args.heldout_tokens, ood_tokens=args.ood_tokens, window=args.window,
             protect=args.protect, steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
             layers=tuple(args.layers) if args.layers else None,
@@ -196,7 +208,24 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _codec_source(args: argparse.Namespace):
     from .keycache.runs import codecs_for
 
-    return codecs_for(args.model, calibration=args.calibration, rotation=args.rotation, seed=args.seed)
+    settings = {}
+    if args.calibration is None:
+        if (args.codec or "transform") == "transform":
+            settings = {"rotation": args.rotation, "bits": args.bits or 1}
+        else:
+            settings = {k: v for k, v in (("bits", args.bits), ("group", args.group), ("m", args.sketch_dim))
+                        if v is not None}
+    return codecs_for(args.model, calibration=args.calibration, codec=args.codec, n_protect=args.protect,
+                      seed=args.seed, **settings)
+
+
+def _policy(args: argparse.Namespace):
+    import torch
+
+    from .keycache.runs import CachePolicy
+
+    return CachePolicy(n_protect=args.protect, window=args.window_keep, flush_block=args.flush_block,
+                       exact_dtype=torch.float16 if args.exact_fp16 else None)
 
 
 def _cmd_perplexity(args: argparse.Namespace) -> int:
@@ -207,19 +236,20 @@ def _cmd_perplexity(args: argparse.Namespace) -> int:
     from .keycache.runs import perplexity_pair
 
     try:
+        policy = _policy(args)
         codecs, label = _codec_source(args)
         model, tok = load_model(args.model, progress=not args.quiet)
         windows = text_windows(args.model, tok, args.split, args.windows, args.window, progress=not args.quiet)
-        ref, onebit = perplexity_pair(model, windows, codecs, label, n_protect=args.protect, progress=not args.quiet)
+        ref, quant = perplexity_pair(model, windows, codecs, label, policy, progress=not args.quiet)
     except (ValueError, AssetMissingError, ArtifactError) as exc:
         print(f"betaspec perplexity: {exc}", file=sys.stderr)
         return 1
     n = windows.shape[0] * (windows.shape[1] - 1)
     print(f"{args.model}, {args.split} text, {windows.shape[0]} windows × {windows.shape[1]} tokens ({n} predictions)")
-    for r in (ref, onebit):
+    for r in (ref, quant):
         print(f"  {r.label:<60} perplexity {r.ppl:8.3f}   key bits/coordinate {r.bits_per_coordinate:6.3f}")
-    print(f"  ratio 1-bit / full precision: perplexity ×{onebit.ppl / ref.ppl:.3f}, "
-          f"key memory ×{onebit.bits_per_coordinate / ref.bits_per_coordinate:.3f}")
+    print(f"  ratio quantized / full precision: perplexity ×{quant.ppl / ref.ppl:.3f}, "
+          f"key memory ×{quant.bits_per_coordinate / ref.bits_per_coordinate:.3f}")
     return 0
 
 
@@ -230,15 +260,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .keycache.runs import generate_pair
 
     try:
+        policy = _policy(args)
         codecs, label = _codec_source(args)
         model, tok = load_model(args.model, progress=not args.quiet)
-        out = generate_pair(model, tok, args.prompt, codecs, n_protect=args.protect, max_new_tokens=args.max_new_tokens)
+        out = generate_pair(model, tok, args.prompt, codecs, policy, max_new_tokens=args.max_new_tokens)
     except (ValueError, AssetMissingError, ArtifactError) as exc:
         print(f"betaspec generate: {exc}", file=sys.stderr)
         return 1
     print(f"prompt: {args.prompt!r}")
     print(f"full-precision keys: {out['full_precision']!r}")
-    print(f"1-bit keys ({label}, protect {args.protect}, packed attention): {out['one_bit']!r}")
+    print(f"quantized keys ({label}, {policy.describe()}, packed attention): {out['quantized']!r}")
     print(f"key cache: {out['bits_per_coordinate']:.3f} bits/coordinate, {out['key_bytes']} bytes "
           f"(fp16 keys would take {out['fp16_key_bytes']}: ×{out['fp16_key_bytes'] / out['key_bytes']:.1f} smaller)")
     return 0
@@ -266,11 +297,22 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 
 
 def _add_codec_args(p: argparse.ArgumentParser) -> None:
+    from impl.cache.codecs import CODECS
+
     p.add_argument("--model", default="smollm2", choices=["smollm2", "gemma3"])
     p.add_argument("--calibration", type=Path, help="artifact stem from `betaspec calibrate` (default: a data-free codec)")
+    p.add_argument("--codec", default=None, choices=sorted(CODECS),
+                   help="codec family (default: the artifact's, or the data-free 'transform' code)")
     p.add_argument("--rotation", default="srht", choices=["srht", "identity"],
-                   help="data-free codec when no --calibration is given")
-    p.add_argument("--protect", type=int, default=0, help="first tokens kept in full precision (attention sinks)")
+                   help="data-free transform codec: its rotation when no --calibration is given")
+    p.add_argument("--bits", type=int, default=None, help="data-free codecs: bits per coordinate")
+    p.add_argument("--group", type=int, default=None, help="kivi: tokens per quantization group G (published: 32)")
+    p.add_argument("--sketch-dim", type=int, default=None, help="qjl: sketch dimension m (published: 2d)")
+    p.add_argument("--protect", type=int, default=0, help="first tokens kept exact (attention sinks)")
+    p.add_argument("--window-keep", type=int, default=0, help="recent tokens kept exact (a sliding window W)")
+    p.add_argument("--flush-block", type=int, default=None,
+                   help="code the recent tokens this many at a time (kivi: its residual length R, published 128)")
+    p.add_argument("--exact-fp16", action="store_true", help="store exact tokens in float16 (default: the model dtype)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
 

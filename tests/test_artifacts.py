@@ -30,7 +30,9 @@ def test_round_trip(tmp_path, calib):
     back = load_calibration(tmp_path / "art")
     assert back.model == "tiny" and back.settings == calib.settings and back.table == calib.table
     for a, b in zip(back.codecs, calib.codecs):
-        assert torch.equal(a.rotation, b.rotation) and torch.equal(a.mean, b.mean) and torch.equal(a.basis, b.basis)
+        assert a.settings() == b.settings()
+        for name, t in b.parameters().items():
+            assert torch.equal(a.parameters()[name], t)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art.json", "art.safetensors"]  # no temp files left
 
 
@@ -62,11 +64,11 @@ def test_shape_and_orthogonality_are_validated(tmp_path, calib):
     meta = json.loads(mpath.read_text())
     meta["tensors"]["sha256"] = sha256_file(tpath)  # a consistent checksum: the content is what is wrong
     mpath.write_text(json.dumps(meta))
-    with pytest.raises(ArtifactError, match="layer 1: rotation must be orthogonal"):
+    with pytest.raises(ArtifactError, match=r"layer 1 \(transform\): rotation must be orthogonal"):
         load_calibration(tmp_path / "art")
-    meta["heads"][0] = 3
+    meta["codecs"][0]["settings"]["heads"] = 3
     mpath.write_text(json.dumps(meta))
-    with pytest.raises(ArtifactError, match=r"layer0.mean has shape \(2, 16\), expected \(3, 16\)"):
+    with pytest.raises(ArtifactError, match=r"layer 0 \(transform\): tensor 'mean' has shape \(2, 16\), expected \(3, 16\)"):
         load_calibration(tmp_path / "art")
 
 
@@ -100,3 +102,53 @@ def test_interrupted_rewrite_keeps_the_previous_artifact(tmp_path, calib, monkey
     with pytest.raises(ArtifactError, match="checksum mismatch"):
         load_calibration(tmp_path / "art")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
+
+
+def _damage(mpath, edit):
+    meta = json.loads(mpath.read_text())
+    edit(meta)
+    mpath.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda m: m.pop("model"), "(top level)"),                        # a missing field (KeyError before)
+    (lambda m: m.update(codecs="transform"), "codecs"),                # wrong type (AttributeError before)
+    (lambda m: m["codecs"].pop(), "codecs"),                           # too few codecs (IndexError before)
+    (lambda m: m["codecs"][0].update(kind="zip"), "codecs/0/kind"),    # an unknown codec kind
+    (lambda m: m["codecs"][1]["settings"].pop("bits"), "setting 'bits' is missing"),
+    (lambda m: m["tensors"].update(sha256="xyz"), "tensors/sha256"),
+    (lambda m: m.update(version=1), "version"),
+])
+def test_damaged_metadata_names_the_file_and_the_field(tmp_path, calib, edit, field):
+    _, mpath = save_calibration(calib, tmp_path / "art")
+    _damage(mpath, edit)
+    with pytest.raises(ArtifactError) as info:
+        load_calibration(tmp_path / "art")
+    assert str(mpath) in str(info.value) or "art.safetensors" in str(info.value)
+    assert field in str(info.value)
+
+
+def test_metadata_that_is_not_utf8_json_is_an_artifact_error(tmp_path, calib):
+    _, mpath = save_calibration(calib, tmp_path / "art")
+    mpath.write_bytes(b"\xff\xfe{not json")
+    with pytest.raises(ArtifactError, match="not valid UTF-8 JSON"):
+        load_calibration(tmp_path / "art")
+
+
+def test_the_study_refits_after_a_damaged_artifact_and_says_so(tmp_path, capsys):
+    from betaspec.study.context import StudyBudget, StudyContext
+
+    class _Ctx(StudyContext):          # a "real model" source backed by synthetic keys
+        def keys(self, source, view="post_rope"):
+            return super().keys("synthetic", view)
+
+    ctx = _Ctx(budget=StudyBudget.for_mode(True), artifacts_dir=tmp_path, progress=False)
+    first = ctx.rotation_fit("fake", "post_rope", "srht", True)
+    stems = sorted(tmp_path.glob("*.json"))
+    assert len(stems) == 1
+    stems[0].write_text("{")                                           # damaged
+    again = _Ctx(budget=StudyBudget.for_mode(True), artifacts_dir=tmp_path, progress=False)
+    second = again.rotation_fit("fake", "post_rope", "srht", True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refitting" in err[0] and "not valid UTF-8 JSON" in err[0]
+    assert torch.equal(first.codecs[0].rotation, second.codecs[0].rotation)

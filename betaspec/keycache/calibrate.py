@@ -9,6 +9,7 @@ the cache keeps those tokens exactly and never codes them.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,14 +17,16 @@ from typing import Any
 
 import torch
 
-from impl.calibration.fit import ROTATIONS, codec_quality, fit_codec
+from impl.cache.codecs.transform import COEF_BITS, MAX_CODE_BITS, SCALE_RULES
+from impl.calibration.fit import LEVEL_SOURCES, OBJECTIVES, ROTATIONS, fit_codec
+from impl.calibration.quality import codec_quality
+from impl.multilevel import check_bits
 
 from ..data.catalog import model_spec
+from ..data.corpus import SPLIT_NAMES
 from ..data.load import load_model
-from ..data.models import KEY_VIEWS, collect_keys, text_windows
+from ..data.models import KEY_VIEWS, collect_keys, query_second_moments, text_windows
 from .artifacts import Calibration, save_calibration
-
-SPLITS = ("train", "heldout", "ood")
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,13 @@ class CalibrationSettings:
     view: str = "post_rope"
     rotation: str = "learned"
     center: bool = True
+    bits: int = 1                    # bits per coordinate of the code (1–4)
+    levels: str = "gaussian"         # b > 1: Gaussian Lloyd–Max levels or levels fitted to the train keys
+    objective: str | None = None     # None: "l1" for b = 1, "distortion" for b > 1
+    channel_scale: bool = False      # per-channel scale after the rotation
     rank: int | None = None          # None: d/8
+    coef_bits: int = 16              # rank-r coefficients: float16 (16) or int8 / int4 with a per-token scale
+    scale_rule: str = "ls"           # per-token scale: least squares, unbiased, or query-weighted (E[q qᵀ] of train queries)
     train_tokens: int = 8192
     heldout_tokens: int = 4096
     ood_tokens: int = 4096
@@ -60,6 +69,13 @@ class CalibrationSettings:
         d = model_spec(self.model).head_dim
         if self.rank is not None and not 0 <= self.rank <= d:
             raise ValueError(f"rank must be in [0, d = {d}], got {self.rank}")
+        check_bits(self.bits, "bits", maximum=MAX_CODE_BITS)
+        for name, allowed in (("levels", LEVEL_SOURCES), ("objective", (None, *OBJECTIVES)),
+                              ("coef_bits", COEF_BITS), ("scale_rule", SCALE_RULES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
 
     @property
     def resolved_rank(self) -> int:
@@ -72,7 +88,11 @@ class CalibrationSettings:
 
     def default_stem(self) -> str:
         center = "centred" if self.center else "raw"
-        return f"{self.model}-{self.view}-{self.rotation}-{center}-r{self.resolved_rank}-t{self.train_tokens}-s{self.seed}"
+        code = f"b{self.bits}" + ("-fitted" if self.levels == "fitted" and self.bits > 1 else "") + (
+            "-cs" if self.channel_scale else "")
+        coef = "" if self.coef_bits == 16 else f"i{self.coef_bits}"
+        return (f"{self.model}-{self.view}-{self.rotation}-{center}-{code}-r{self.resolved_rank}{coef}"
+                f"-p{self.protect}-t{self.train_tokens}-s{self.seed}")
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -83,10 +103,12 @@ class CalibrationSettings:
 
 @dataclass
 class SplitKeys:
-    """Keys of one model for each split, (L, H, T, d), and the layer indices they belong to."""
+    """Keys of one model for each split, (L, H, T, d), the layer indices they belong to, and — for
+    the query-weighted scale — `E[q qᵀ]` of the train queries, (L, H, d, d)."""
 
     layers: list[int]
     keys: dict[str, torch.Tensor] = field(default_factory=dict)
+    query_moments: torch.Tensor | None = None
 
 
 def collect_split_keys(model, tokenizer, s: CalibrationSettings, progress: bool = True) -> SplitKeys:
@@ -94,10 +116,12 @@ def collect_split_keys(model, tokenizer, s: CalibrationSettings, progress: bool 
     layers = list(s.layers) if s.layers is not None else list(range(model_spec(s.model).num_layers))
     out = SplitKeys(layers=layers)
     budgets = {"train": s.train_tokens, "heldout": s.heldout_tokens, "ood": s.ood_tokens}
-    for split in SPLITS:
+    for split in SPLIT_NAMES:
         win = text_windows(s.model, tokenizer, split, s.windows_for(budgets[split]), s.window, progress=progress)
         keys = collect_keys(model, win, view=s.view, layers=layers, progress=progress, skip_first=s.protect)
         out.keys[split] = keys[:, :, : budgets[split]].contiguous()
+        if split == "train" and s.scale_rule == "query":
+            out.query_moments = query_second_moments(model, win, progress=progress)[layers]
     return out
 
 
@@ -109,18 +133,21 @@ def calibrate_keys(keys: SplitKeys, s: CalibrationSettings, progress: bool = Tru
     for row, layer in enumerate(tqdm(keys.layers, desc=f"calibrate {s.model} ({s.rotation})", disable=not progress)):
         t0 = time.perf_counter()
         codec, fits = fit_codec(
-            keys.keys["train"][row], rotation=s.rotation, center=s.center, rank=s.resolved_rank, steps=s.steps,
-            lr=s.lr, batch_size=s.batch_size, seed=s.seed + layer, heldout=keys.keys["heldout"][row],
+            keys.keys["train"][row], rotation=s.rotation, center=s.center, bits=s.bits, levels=s.levels,
+            objective=s.objective, channel_scale=s.channel_scale, rank=s.resolved_rank, coef_bits=s.coef_bits,
+            scale_rule=s.scale_rule, steps=s.steps, lr=s.lr, batch_size=s.batch_size, seed=s.seed + layer,
+            heldout=keys.keys["heldout"][row],
+            query_moment=None if keys.query_moments is None else keys.query_moments[row],
         )
         seconds.append(time.perf_counter() - t0)
-        quality = {split: codec_quality(codec, keys.keys[split][row]) for split in SPLITS}
+        quality = {split: codec_quality(codec, keys.keys[split][row]) for split in SPLIT_NAMES}
         codecs.append(codec)
-        table.append([{split: quality[split][h].as_dict() for split in SPLITS} for h in range(codec.heads)])
+        table.append([{split: quality[split][h].as_dict() for split in SPLIT_NAMES} for h in range(codec.heads)])
         curves.append([{"train": f.train_curve, "heldout": f.heldout_curve} for f in fits])
     return Calibration(
         model=s.model, view=s.view, settings=s.as_dict(), codecs=codecs, table=table, curves=curves,
         extra={"layers": keys.layers, "fit_seconds": seconds,
-               "tokens": {split: int(keys.keys[split].shape[2]) for split in SPLITS}},
+               "tokens": {split: int(keys.keys[split].shape[2]) for split in SPLIT_NAMES}},
     )
 
 
@@ -142,7 +169,7 @@ def summary_rows(calib: Calibration) -> list[dict[str, Any]]:
     layers = calib.extra.get("layers", list(range(calib.layers)))
     for layer, heads in zip(layers, calib.table):
         row: dict[str, Any] = {"layer": layer}
-        for split in SPLITS:
+        for split in SPLIT_NAMES:
             for key in ("beta", "gamma", "beta_eff"):
                 row[f"{key}_{split}"] = sum(h[split][key] for h in heads) / len(heads)
         row["gap"] = row["beta_train"] - row["beta_heldout"]
@@ -154,9 +181,10 @@ def format_table(calib: Calibration) -> str:
     """The β table printed by `betaspec calibrate`."""
     rows = summary_rows(calib)
     s = calib.settings
-    head = (f"{calib.model} {calib.view} keys, rotation={s['rotation']}, centre={s['center']}, r={s['rank']}; "
+    head = (f"{calib.model} {calib.view} keys, {calib.codecs[0].label()}, rotation={s['rotation']}, "
+            f"centre={s['center']}; "
             f"tokens per head: " + ", ".join(f"{k} {v}" for k, v in calib.extra.get("tokens", {}).items()))
-    lines = [head, "β = mean per-vector cos²θ of R(k − m) (what the 1-bit code carries); "
+    lines = [head, "β = mean per-vector cos² between R(k − m) and its code vector (what the code carries); "
                    "β_eff = with the rank-r correction (energy-weighted)",
              f"{'layer':>5} | {'β train':>8} {'β held':>8} {'β ood':>8} {'gap':>7} | {'γ_r held':>8} {'β_eff held':>10}"]
     for r in rows:
