@@ -11,13 +11,10 @@ import argparse
 import copy
 import functools
 import html
-import importlib
 import json
 import math
 import os
 import re
-import sys
-import types
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,10 +27,11 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from betaspec.report import explore as explore_mod  # noqa: E402
 from betaspec.report.explore import MARKER, build_report, check_view_lines, explore  # noqa: E402
-from betaspec.report.jsonpath import PathError, get_path, numbers_under, set_path  # noqa: E402
+from betaspec.study.jsonpath import PathError, get_path, numbers_under, set_path  # noqa: E402
 from betaspec.report.lean_html import markdown_to_html, render_inline  # noqa: E402
 from betaspec.report.page import fmt_value, placeholders  # noqa: E402
 from betaspec.study import runner  # noqa: E402
@@ -70,7 +68,8 @@ def _fake_compute(n: int):
 
 def _fake_view(result: dict[str, Any]) -> WidgetView:
     d = result["data"]
-    fig, ax = plt.subplots(figsize=(5, 2.6))
+    fig = Figure(figsize=(5, 2.6))
+    ax = fig.subplots()
     ax.bar(list(d["per_source"]), list(d["per_source"].values()))
     ax.axhline(2 / math.pi, ls="--", color="k", label="2/π")
     ax.set_ylabel("β")
@@ -312,15 +311,14 @@ def test_view_that_raises_shows_an_error_box(tmp_path, fakes, monkeypatch):
     assert 'class="error"' not in secs[6]
 
 
-def test_unimportable_widgets_give_error_boxes_not_a_crash(tmp_path, fakes, monkeypatch):
+def test_an_unimportable_widget_package_is_an_error_not_a_silent_skip(tmp_path, fakes, monkeypatch):
     def broken():
         raise ImportError("No module named 'betaspec.study.widgets.w04_centering'")
 
     monkeypatch.setattr(runner, "all_widgets", broken)
-    assert explore(_args(tmp_path)) == 1
-    index = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
-    assert len(_sections(index)) == 11 and index.count('class="error"') == 11
-    assert "w04_centering" in index
+    with pytest.raises(ImportError, match="w04_centering"):
+        explore(_args(tmp_path))
+    assert not (tmp_path / "report" / "index.html").exists()
 
 
 def test_bad_annotation_is_reported():
@@ -524,48 +522,15 @@ def test_annotation_follows_the_data_fake(tmp_path, fakes):
 
 # The tiny budget for the real widgets: every code path, seconds not minutes.
 TINY = StudyBudget(quick=True, train_tokens=192, heldout_tokens=96, window=64, steps=6, batch_size=96, lr=2e-2,
-                   ppl_windows=1, ppl_window=32, synthetic_layers=2, synthetic_heads=2, synthetic_dim=32)
-
-_MODULE_DIR = REPO / "betaspec" / "study" / "widgets"
-
-
-def _module_names() -> list[str]:
-    text = (_MODULE_DIR / "__init__.py").read_text(encoding="utf-8")
-    return re.findall(r'"(w\d\d_[a-z0-9_]+)"', text)
-
+                   ppl_windows=1, ppl_window=32, long_windows=1, long_window=64, synthetic_layers=2,
+                   synthetic_heads=2, synthetic_dim=32)
 
 @functools.lru_cache(maxsize=None)
 def real_widgets() -> dict[int, Any]:
-    """The real widgets, by number: a Widget, or the reason it is not there (a string).
+    """The real widgets, by number."""
+    from betaspec.study.widgets import WIDGETS
 
-    While the widget modules are being written, the package's __init__ (which imports all
-    eleven) may fail; then each module that exists is loaded on its own."""
-    try:
-        from betaspec.study.widgets import WIDGETS
-
-        return {w.number: w for w in WIDGETS}
-    except Exception as exc:
-        package_error = f"{type(exc).__name__}: {exc}"
-    out: dict[int, Any] = {}
-    saved = {k: v for k, v in sys.modules.items() if k.startswith("betaspec.study.widgets")}
-    shim = types.ModuleType("betaspec.study.widgets")
-    shim.__path__ = [str(_MODULE_DIR)]
-    sys.modules["betaspec.study.widgets"] = shim
-    try:
-        for name in _module_names():
-            n = int(name[1:3])
-            if not (_MODULE_DIR / f"{name}.py").exists():
-                out[n] = f"not written yet ({name}.py; package import: {package_error})"
-                continue
-            try:
-                out[n] = importlib.import_module(f"betaspec.study.widgets.{name}").WIDGET
-            except Exception as exc:
-                out[n] = f"IMPORT FAILED {name}: {type(exc).__name__}: {exc}"
-    finally:
-        for k in [k for k in sys.modules if k.startswith("betaspec.study.widgets")]:
-            del sys.modules[k]
-        sys.modules.update(saved)
-    return out
+    return {w.number: w for w in WIDGETS}
 
 
 @functools.lru_cache(maxsize=None)
@@ -575,9 +540,6 @@ def tiny_real_results(root: str) -> dict[int, Any]:
     out: dict[int, Any] = {}
     ctx = StudyContext(budget=TINY, requested_models=(), artifacts_dir=Path(root) / "artifacts", progress=False)
     for n, w in sorted(real_widgets().items()):
-        if isinstance(w, str):
-            out[n] = w
-            continue
         try:
             out[n] = runner.run_widget(w, ctx, Path(root) / "results")
         except Exception as exc:
@@ -595,8 +557,6 @@ def test_annotation_follows_the_data_real(number, tiny_results_dir):
     results = tiny_real_results(str(tiny_results_dir))
     got = results.get(number, "missing from the widget list")
     if isinstance(got, str):
-        if got.startswith("not written yet"):
-            pytest.skip(f"widget {number}: {got}")
         pytest.fail(f"widget {number}: {got}")
     widget = real_widgets()[number]
     failures = annotation_failures(widget, load_result(got))

@@ -16,6 +16,7 @@ import torch
 from betaspec.data.models import tiny_gemma3, tiny_llama
 from betaspec.study.context import StudyBudget, StudyContext
 from betaspec.study.envelope import load_result, validate
+from betaspec.study.jsonpath import get_path, set_path
 from betaspec.study.runner import run_widget
 from betaspec.study.titles import WIDGET_TITLES
 from betaspec.study.widgets import (
@@ -29,7 +30,8 @@ from betaspec.study.widgets import (
 
 MODULES = {7: w07_perplexity_memory, 8: w08_layer_profile, 9: w09_pareto, 10: w10_front_tokens, 11: w11_ffn_weights}
 BUDGET = StudyBudget(quick=True, train_tokens=192, heldout_tokens=96, window=48, steps=4, batch_size=192, lr=2e-2,
-                     ppl_windows=2, ppl_window=24, synthetic_layers=2, synthetic_heads=2, synthetic_dim=16)
+                     ppl_windows=2, ppl_window=24, long_windows=1, long_window=64, synthetic_layers=2,
+                     synthetic_heads=2, synthetic_dim=16)
 
 
 @dataclass
@@ -91,25 +93,6 @@ def llama_results(tmp_path_factory):
 # ------------------------------------------------------------------------------------------ common
 
 
-def _get(result: dict, path: str):
-    cur = result
-    for part in path.split("."):
-        cur = cur[int(part)] if isinstance(cur, list) else cur[part]
-    return cur
-
-
-def _set(result: dict, path: str, value) -> None:
-    parts = path.split(".")
-    cur = result
-    for part in parts[:-1]:
-        cur = cur[int(part)] if isinstance(cur, list) else cur[part]
-    last = parts[-1]
-    if isinstance(cur, list):
-        cur[int(last)] = value
-    else:
-        cur[last] = value
-
-
 def _check_view(module, result: dict) -> None:
     v = module.WIDGET.view(result)
     assert v.figure is not None and v.figure.axes
@@ -122,12 +105,12 @@ def _check_view(module, result: dict) -> None:
     module._figure = lambda data: None   # the text alone is checked below; drawing each time is slow
     try:
         for path in v.sources:
-            value = _get(result, path)
+            value = get_path(result, path)
             assert isinstance(value, (int, float)) and not isinstance(value, bool), path
             assert math.isfinite(value), path
             # the text follows the number: perturb it and the annotation must change
             perturbed = copy.deepcopy(result)
-            _set(perturbed, path, value * 1.37 + 3 if value else 0.731)
+            set_path(perturbed, path, value * 1.37 + 3 if value else 0.731)
             w = module.WIDGET.view(perturbed)
             assert (w.what, w.trend, w.outlier) != lines, path
     finally:
@@ -158,7 +141,8 @@ def test_perplexity_claims_are_not_measured_without_a_language_model(synthetic_r
     _, results = synthetic_results
     verdicts = {c["id"]: c["verdict"] for n in (7, 9, 11) for c in results[n]["claims"]}
     assert verdicts["learned_beats_srht_perplexity"] == "not measured"
-    assert verdicts["pareto_perplexity_frontier"] == "not measured"
+    assert verdicts["no_full_precision_copy"] == "not measured"
+    assert "quality_targets" not in verdicts
     assert verdicts["ffn_weight_beta_lift_under_learned_r"] == "not measured"
     for n in (7, 9, 10):
         for e in results[n]["data"]["sources"].values():
@@ -168,34 +152,69 @@ def test_perplexity_claims_are_not_measured_without_a_language_model(synthetic_r
 # ------------------------------------------------------------------------------------------ widget 7
 
 
-def _expected_bits(d: int, rank: int, n: int, tokens: int, protect_bits: int) -> float:
-    coded = 1 + 16 / d + rank * 16 / d
-    return (min(n, tokens) * protect_bits + (tokens - min(n, tokens)) * coded) / tokens
+def _code_bits(m: dict, d: int) -> float:
+    """Bits per coordinate of one coded token, from each paper's storage (not the codec objects)."""
+    fam, b = m["family"], m["bits"]
+    if fam in ("ours", "srht"):
+        r = round(d * m["rank_fraction"]) if m["rank_fraction"] else 0
+        r = max(1, r) if m["rank_fraction"] else 0
+        coef = 0 if r == 0 else (16 * r if m["coef_bits"] == 16 else 8 * math.ceil(r * m["coef_bits"] / 8) + 16)
+        return (8 * math.ceil(d * b / 8) + 16 + coef) / d
+    if fam == "kivi":
+        return (8 * math.ceil(d * b / 8) + 32 * d / m["group"]) / d
+    if fam == "turboquant_mse":
+        return (8 * math.ceil(d * b / 8) + 16) / d
+    if fam == "turboquant_prod":
+        return (8 * math.ceil(d * (b - 1) / 8) + (16 if b > 1 else 0) + 8 * math.ceil(d / 8) + 16) / d
+    assert fam == "qjl"
+    return (8 * math.ceil(round(m["sketch"] * d) / 8) + 16) / d
+
+
+def _expected_bits(m: dict, d: int, tokens: int) -> float:
+    """The cache's bits at `tokens` tokens: exact tokens at float16, the rest coded."""
+    flush = m["residual"] if m["family"] == "kivi" else 1
+    P = min(m["n_protect"], tokens)
+    n = tokens - P
+    w = m["window"]
+    recent = n if n <= w else w + (n - w) % flush
+    return ((P + recent) * 16 + (n - recent) * _code_bits(m, d)) / tokens
 
 
 @pytest.mark.parametrize("which", ["synthetic", "llama"])
-def test_w07_bits_equal_the_memory_formula(synthetic_results, llama_results, which):
+def test_w07_bits_equal_each_papers_storage(synthetic_results, llama_results, which):
     _, results = synthetic_results if which == "synthetic" else llama_results
     data = results[7]["data"]
     for e in data["sources"].values():
         d = e["head_dim"]
-        assert d % 8 == 0
-        for p in e["points"].values():
-            expected = _expected_bits(d, p["rank"], p["n_protect"], p["tokens"], 32)
-            assert p["bits_per_coordinate"] == pytest.approx(expected, rel=1e-12)
-            assert p["bits_formula"] == pytest.approx(expected, rel=1e-12)
-            assert p["key_bytes"] * 8 == pytest.approx(p["bits_per_coordinate"] * p["fp16_key_bytes"] / 2, rel=1e-12)
+        for context, pts in e["points"].items():
+            for p in pts.values():
+                expected = _expected_bits(p["method"], d, p["tokens"])
+                assert p["bits_per_coordinate"] == pytest.approx(expected, rel=1e-12), p["label"]
+                assert p["bits_formula"] == pytest.approx(expected, rel=1e-12)
+                assert p["key_bytes"] * 8 == pytest.approx(p["bits_per_coordinate"] * p["fp16_key_bytes"] / 2, rel=1e-12)
+                width = p["tokens"]
+                mean = sum(_expected_bits(p["method"], d, n) for n in range(1, width)) / (width - 1)
+                assert p["bits_position_mean"] == pytest.approx(mean, rel=1e-12)
 
 
-def test_w07_perplexity_ratios_and_fp_reference(llama_results):
+def test_w07_perplexity_ratios_fp_reference_and_no_hidden_copy(llama_results):
     ctx, results = llama_results
     e = results[7]["data"]["sources"]["tiny"]
-    assert e["fp"]["bits_per_coordinate"] == 32.0       # float32 keys in a plain DynamicCache
-    for p in e["points"].values():
-        assert p["ppl_ratio"] == pytest.approx(p["ppl"] / e["fp"]["ppl"], rel=1e-12)
-        assert p["ppl"] == pytest.approx(math.exp(p["nll"]), rel=1e-9)
-    codecs_ranks = {(p["codec"], p["rank"], p["n_protect"]) for p in e["points"].values()}
-    assert codecs_ranks == set(w07_perplexity_memory.grid(ctx, "tiny"))
+    for context, pts in e["points"].items():
+        fp = e["fp"][context]
+        assert fp["bits_per_coordinate"] == 32.0       # float32 keys in a plain DynamicCache
+        for p in pts.values():
+            assert p["ppl_ratio"] == pytest.approx(p["ppl"] / fp["ppl"], rel=1e-12)
+            assert p["ppl"] == pytest.approx(math.exp(p["nll"]), rel=1e-9)
+            if context == "short":
+                assert p["copies"]["full_precision_copies"] == 0
+                # KIVI codes nothing before its residual of R = 128 tokens fills (windows are 24 long)
+                assert (p["copies"]["coded_rows"] > 0) == (p["family"] != "kivi")
+        assert set(pts) == {m.id for m in w07_perplexity_memory.grid(ctx, "tiny", context)}
+    verdicts = {c["id"]: c["verdict"] for c in results[7]["claims"]}
+    assert verdicts["rotation_centring_free_at_deploy"] == "identity"
+    assert verdicts["no_full_precision_copy"] == "reproduces"
+    assert verdicts["cache_memory_formula"] == "reproduces"
 
 
 # ------------------------------------------------------------------------------------------ widget 9
@@ -210,31 +229,50 @@ def _dominated(a, b) -> bool:
 def test_w09_frontier_is_the_non_dominated_set(synthetic_results, llama_results, which):
     _, results = synthetic_results if which == "synthetic" else llama_results
     for e in results[9]["data"]["sources"].values():
-        pts = e["points"]
-        planes = {"beta": lambda p: (p["bits_per_coordinate"], -p["beta_eff_shift"])}
-        if e["language_model"]:
-            planes["ppl"] = lambda p: (p["bits_per_coordinate"], p["ppl"])
-        else:
-            assert e["frontier"]["ppl"] is None
-        for plane, xy in planes.items():
+        xy = ((lambda p: (p["bits_per_coordinate"], p["ppl_ratio"])) if e["language_model"]
+              else (lambda p: (p["bits_per_coordinate"], -p["beta_eff_shift"])))
+        for ce in e["contexts"].values():
+            pts = ce["points"]
             expected = {i for i, p in pts.items()
                         if not any(_dominated(xy(p), xy(q)) for j, q in pts.items() if j != i)}
-            assert set(e["frontier"][plane]) == expected
-            assert all(pts[i][f"on_frontier_{plane}"] == (i in expected) for i in pts)
-            bits = [pts[i]["bits_per_coordinate"] for i in e["frontier"][plane]]
+            assert set(ce["frontier"]) == expected
+            assert all(pts[i]["on_frontier"] == (i in expected) for i in pts)
+            bits = [pts[i]["bits_per_coordinate"] for i in ce["frontier"]]
             assert bits == sorted(bits)
+        short = e["contexts"]["short"]["points"]
         for i in e["uniform_k"]:
-            assert pts[i]["codec"] == "learned_centred" and pts[i]["n_protect"] == 0 and pts[i]["uniform_k"]
-        assert e["ring"] in e["uniform_k"] and pts[e["ring"]]["rank"] == e["head_dim"] // 8
+            assert short[i]["family"] == "ours"
+        assert e["ring"] in e["uniform_k"] and short[e["ring"]]["rank"] == e["head_dim"] // 8
+
+
+@pytest.mark.parametrize("which", ["synthetic", "llama"])
+def test_w09_peer_comparison_by_brute_force(synthetic_results, llama_results, which):
+    """Every peer point: beaten when some learned+centred point with no more bits has a lower cost."""
+    _, results = synthetic_results if which == "synthetic" else llama_results
+    for e in results[9]["data"]["sources"].values():
+        cost = (lambda p: p["ppl_ratio"]) if e["language_model"] else (lambda p: -p["beta_eff_shift"])
+        for ce in e["contexts"].values():
+            pts, vp = ce["points"], ce["versus_peers"]
+            for pid, p in pts.items():
+                if p["family"] == "ours":
+                    assert pid not in vp["rows"]
+                    continue
+                cheaper = [q for q in pts.values() if q["family"] == "ours"
+                           and q["bits_per_coordinate"] <= p["bits_per_coordinate"] + 1e-9]
+                row = vp["rows"][pid]
+                assert row["comparable"] == bool(cheaper)
+                if cheaper:
+                    assert row["win"] == (min(cost(q) for q in cheaper) < cost(p))
+            assert vp["wins"] == sum(1 for r in vp["rows"].values() if r["comparable"] and r["win"])
 
 
 def test_w09_reuses_widget_7_points(llama_results):
     _, results = llama_results
-    p7 = results[7]["data"]["sources"]["tiny"]["points"]
-    p9 = results[9]["data"]["sources"]["tiny"]["points"]
+    p7 = results[7]["data"]["sources"]["tiny"]["points"]["short"]
+    p9 = results[9]["data"]["sources"]["tiny"]["contexts"]["short"]["points"]
     assert set(p7) <= set(p9)
     for i in p7:
-        assert p9[i]["ppl"] == p7[i]["ppl"] and p9[i]["bits_per_coordinate"] == p7[i]["bits_per_coordinate"]
+        assert p9[i]["ppl"] == p7[i]["ppl"] and p9[i]["bits_per_coordinate"] == p7[i]["bits_position_mean"]
 
 
 def test_w09_knee_and_non_dominated_helpers():
@@ -276,7 +314,7 @@ def test_w10_protected_keys_are_bit_exact_and_counts_consistent(synthetic_result
 def test_w10_full_protection_is_exact_attention(llama_results):
     ctx, _ = llama_results
     x = next(iter(w10_front_tokens._layer_inputs(ctx, "tiny")))[0]
-    codec = _cache_points.codecs(ctx, "tiny", "learned_centred", 0)[0]
+    codec = _cache_points.method_codecs(ctx, "tiny", _cache_points.Method("ours", bits=1))[0]
     T = x["k"].shape[2]
     k_hat, exact = w10_front_tokens.protected_keys(codec, x["k"], T)
     assert exact and torch.equal(k_hat, x["k"])
@@ -291,7 +329,7 @@ def test_w10_captured_inputs_reproduce_the_model_attention(tmp_path, arch):
     ctx = TinyModelContext(budget=BUDGET, requested_models=(), progress=False, artifacts_dir=tmp_path, arch=arch)
     model, _ = ctx.model("tiny")
     window = next(iter(w10_front_tokens._layer_inputs(ctx, "tiny")))
-    assert model.config._attn_implementation != w10_front_tokens.CAPTURE      # restored
+    assert model.config._attn_implementation == "sdpa"                       # restored
     outputs = {}
     hooks = [layer.self_attn.register_forward_hook(lambda m, a, o, i=i: outputs.__setitem__(i, o[0]))
              for i, layer in enumerate(model.model.layers)]

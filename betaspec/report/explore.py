@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..study.titles import WIDGET_TITLES
-from .jsonpath import PathError, get_path, numbers_under
+from ..study.jsonpath import PathError, get_path, numbers_under
 from .page import (
     Header,
     TheoremLink,
@@ -82,11 +82,7 @@ def run_study_step(results_dir: Path, quick: bool, numbers: list[int], models: I
     from ..study.context import StudyBudget, StudyContext
     from ..study.envelope import result_path
 
-    try:
-        registry = runner.all_widgets()
-    except Exception as exc:  # a widget module that does not import yet
-        detail = traceback.format_exc()
-        return {n: f"the study widgets could not be imported ({_short_error(exc)})\n{detail}" for n in numbers}
+    registry = runner.all_widgets()
     ctx = StudyContext(budget=StudyBudget.for_mode(quick), requested_models=tuple(models), seed=seed, progress=progress)
     errors: dict[int, str] = {}
     bar = tqdm(numbers, desc="study", disable=not progress)
@@ -116,15 +112,9 @@ def _png_size(path: Path) -> tuple[int, int] | None:
 
 
 def _save_figure(fig: Any, path: Path) -> None:
-    try:
-        fig.savefig(path, dpi=FIGURE_DPI, bbox_inches="tight", pad_inches=0.12, facecolor="white")
-    finally:
-        try:
-            import matplotlib.pyplot as plt
-
-            plt.close(fig)
-        except Exception:  # a figure not managed by pyplot needs no closing
-            pass
+    """Save a widget's figure (a `matplotlib.figure.Figure` with its own Agg canvas: no pyplot state
+    to close)."""
+    fig.savefig(path, dpi=FIGURE_DPI, bbox_inches="tight", pad_inches=0.12, facecolor="white")
 
 
 def theorem_links(registry: Any, number: int) -> tuple[list[TheoremLink], list[TheoremLink]]:
@@ -226,7 +216,7 @@ def _header(sections: list[WidgetSection], registry: Any, sentence: str, numbers
     )
 
 
-def _section(n: int, results_dir: Path, widgets: dict[int, Any] | None, widgets_error: str | None,
+def _section(n: int, results_dir: Path, widgets: dict[int, Any],
              study_error: str | None, registry: Any, dest: Path) -> WidgetSection:
     import jsonschema
 
@@ -251,9 +241,9 @@ def _section(n: int, results_dir: Path, widgets: dict[int, Any] | None, widgets_
     sec.result = result
     sec.json_file = path.name
     shutil.copy2(path, dest / path.name)
-    widget = (widgets or {}).get(n)
+    widget = widgets.get(n)
     if widget is None:
-        sec.errors.append((widgets_error or f"no study widget numbered {n}; its figure and annotation cannot be drawn", ""))
+        sec.errors.append((f"no study widget numbered {n}; its figure and annotation cannot be drawn", ""))
         return sec
     try:
         jsonschema.validate(result["data"], widget.data_schema)
@@ -326,10 +316,7 @@ def build_report(results_dir: Path, out: Path, root: Path, numbers: list[int] | 
     if stale:
         say("note: the checkout's lean.md is stale or missing; the report uses the current rendering "
             "(run `betaspec lean-md` to update the checkout)")
-    try:
-        widgets, widgets_error = runner.all_widgets(), None
-    except Exception as exc:
-        widgets, widgets_error = None, f"the study widgets could not be imported: {_short_error(exc)}"
+    widgets = runner.all_widgets()
 
     os.environ.setdefault("MPLBACKEND", "Agg")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -337,7 +324,7 @@ def build_report(results_dir: Path, out: Path, root: Path, numbers: list[int] | 
     try:
         sections = []
         for n in numbers:
-            sec = _section(n, results_dir, widgets, widgets_error, (study_errors or {}).get(n), registry, tmp)
+            sec = _section(n, results_dir, widgets, (study_errors or {}).get(n), registry, tmp)
             state = "ERROR — " + sec.errors[0][0] if sec.errors else "ok"
             say(f"report: widget {n:2d} — {sec.title}: {state}")
             sections.append(sec)

@@ -23,6 +23,7 @@ VERDICT_CLASS = {
     "partly reproduces": "partly",
     "does not reproduce": "fail",
     "not measured": "none",
+    "identity": "identity",
 }
 
 
@@ -150,6 +151,7 @@ th { color: var(--muted); font-weight: 600; }
 .s-open { color:var(--open); background:var(--openbg); }
 .s-conjecture { color:var(--conj); background:var(--conjbg); }
 .s-empirical, .v-none { color:var(--none); background:var(--nonebg); }
+.v-identity { color:var(--none); background:var(--nonebg); border:1px dashed var(--none); }
 .v-fail { color:var(--fail); background:var(--failbg); }
 figure { margin: 6px 0 10px; text-align:center; }
 figure img { max-width:100%; height:auto; border:1px solid var(--line); border-radius:6px; background:#fff; }
@@ -205,8 +207,12 @@ def _status_badge(status: str) -> str:
     return f'<span class="badge s-{esc(status)}">{esc(status)}</span>'
 
 
+VERDICT_TEXT = {"identity": "identity: holds by construction"}
+
+
 def _verdict_badge(verdict: str) -> str:
-    return f'<span class="badge v-{VERDICT_CLASS.get(verdict, "none")}">{esc(verdict)}</span>'
+    return (f'<span class="badge v-{VERDICT_CLASS.get(verdict, "none")}">'
+            f'{esc(VERDICT_TEXT.get(verdict, verdict))}</span>')
 
 
 def _header_html(h: Header) -> str:

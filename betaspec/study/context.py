@@ -18,21 +18,23 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass, field, replace
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
-from impl.cache.store import KeyCodec
-from impl.calibration.fit import CodecQuality, codec_quality, fit_codec
-from impl.residual import rank_r_correction
+from impl.cache.codecs.transform import TransformCodec, default_levels
+from impl.calibration.fit import code_on_transform, fit_transform
+from impl.calibration.quality import CodecQuality, codec_quality
 from impl.rotation import random_orthogonal
 
 from ..data.catalog import MODELS, model_spec
+from ..data.corpus import SPLIT_NAMES
 from ..data.load import load_model
 from ..data.locations import asset_present
-from ..data.models import collect_keys, text_windows
+from ..data.models import collect_keys, query_second_moments, text_windows
 from ..keycache.artifacts import (
     ArtifactError,
     Calibration,
@@ -40,7 +42,6 @@ from ..keycache.artifacts import (
     save_calibration,
 )
 
-SPLITS = ("train", "heldout", "ood")
 SYNTHETIC = "synthetic"
 
 
@@ -57,6 +58,8 @@ class StudyBudget:
     lr: float
     ppl_windows: int         # perplexity: windows of held-out text …
     ppl_window: int          # … of this many tokens
+    long_windows: int        # long-context perplexity: windows of held-out text …
+    long_window: int         # … of this many tokens (SmolLM2 only: widgets 7 and 9)
     synthetic_layers: int
     synthetic_heads: int
     synthetic_dim: int
@@ -65,13 +68,43 @@ class StudyBudget:
     def for_mode(cls, quick: bool) -> "StudyBudget":
         if quick:
             return cls(quick=True, train_tokens=2048, heldout_tokens=1024, window=256, steps=60, batch_size=2048,
-                       lr=2e-2, ppl_windows=2, ppl_window=256, synthetic_layers=4, synthetic_heads=2,
-                       synthetic_dim=64)
+                       lr=2e-2, ppl_windows=2, ppl_window=256, long_windows=1, long_window=1024, synthetic_layers=4,
+                       synthetic_heads=2, synthetic_dim=64)
         return cls(quick=False, train_tokens=8192, heldout_tokens=4096, window=512, steps=200, batch_size=4096,
-                   lr=1e-2, ppl_windows=6, ppl_window=512, synthetic_layers=8, synthetic_heads=4, synthetic_dim=128)
+                   lr=1e-2, ppl_windows=6, ppl_window=512, long_windows=2, long_window=4096, synthetic_layers=8,
+                   synthetic_heads=4, synthetic_dim=128)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """What a fitted transform is made of: the rotation family, centring, and the objective of a
+    learned rotation — the L1-max (sign) objective (`objective_bits = 1`) or the b-bit distortion
+    (`objective_bits = b`). Every code is put on a fitted transform afterwards
+    (`impl.calibration.fit.code_on_transform`), so codes that share a transform share one fit."""
+
+    rotation: str
+    center: bool
+    objective_bits: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def stem(self) -> str:
+        parts = [self.rotation, "centred" if self.center else "raw"]
+        if self.objective_bits > 1 and self.rotation.startswith("learned"):
+            parts.append(f"obj{self.objective_bits}")
+        return "-".join(parts)
+
+
+def objective_bits(rotation: str, bits: int, objective: str | None) -> int:
+    """The b of the rotation objective a code of `bits` bits is fitted with: 1 (L1-max) for 1-bit codes
+    or `objective="l1"`, `bits` otherwise; always 1 for data-independent rotations."""
+    if not rotation.startswith("learned") or bits == 1 or objective == "l1":
+        return 1
+    return bits
 
 
 @dataclass(frozen=True)
@@ -79,7 +112,7 @@ class RotationFit:
     """Per layer: the rank-0 codec (mean and rotation) fitted on train keys, and per head the
     learned rotation's training curves (empty for data-independent rotations)."""
 
-    codecs: list[KeyCodec]
+    codecs: list[TransformCodec]
     curves: list[list[dict[str, list[float]]]]
     fit_seconds: list[float]
 
@@ -161,7 +194,7 @@ class StudyContext:
     _windows: dict[tuple, torch.Tensor] = field(default_factory=dict)
     _keys: dict[tuple, dict[str, torch.Tensor]] = field(default_factory=dict)
     _fits: dict[tuple, RotationFit] = field(default_factory=dict)
-    _codecs: dict[tuple, list[KeyCodec]] = field(default_factory=dict)
+    _codecs: dict[tuple, list[TransformCodec]] = field(default_factory=dict)
     # Results one widget computes and another reuses in the same run (e.g. widget 7's perplexities,
     # read again by widgets 9 and 10); keys are namespaced by the widget module that fills them.
     memo: dict[Any, Any] = field(default_factory=dict)
@@ -232,12 +265,12 @@ class StudyContext:
         if source == SYNTHETIC:
             out = {split: synthetic_keys(b.synthetic_layers, b.synthetic_heads, b.synthetic_dim, counts[split],
                                          seed=self.seed, token_seed=self.seed + 1 + i)
-                   for i, split in enumerate(SPLITS)}
+                   for i, split in enumerate(SPLIT_NAMES)}
         else:
             model, _ = self.model(source)
             out = {}
             per_window = b.window - SKIP_FIRST
-            for split in SPLITS:
+            for split in SPLIT_NAMES:
                 n = -(-counts[split] // per_window)
                 win = self.windows(source, split, n, b.window)
                 with torch.no_grad():
@@ -246,88 +279,110 @@ class StudyContext:
         self._keys[key] = out
         return out
 
+    def query_moments(self, source: str) -> torch.Tensor:
+        """`E[q qᵀ]` of the post-RoPE queries reading each kv head, (L, H, d, d) float64, over the
+        train windows the keys come from (`betaspec.data.models.query_second_moments`). The synthetic
+        source has no queries: identity moments (the query-weighted scale is then least squares)."""
+        key = ("query_moments", source)
+        if key in self._keys:
+            return self._keys[key]
+        if source == SYNTHETIC:
+            b = self.budget
+            out = torch.eye(b.synthetic_dim, dtype=torch.float64).expand(
+                b.synthetic_layers, b.synthetic_heads, b.synthetic_dim, b.synthetic_dim).clone()
+        else:
+            model, _ = self.model(source)
+            b = self.budget
+            n = -(-self.token_counts(source)["train"] // (b.window - SKIP_FIRST))
+            out = query_second_moments(model, self.windows(source, "train", n, b.window), progress=self.progress)
+        self._keys[key] = out
+        return out
+
     # ---------------------------------------------------------------- fitted codecs
-    def _artifact_stem(self, source: str, view: str, rotation: str, center: bool) -> Path:
+    def _artifact_stem(self, source: str, view: str, spec: FitSpec) -> Path:
         b = self.budget
         mode = "quick" if b.quick else "full"
-        centre = "centred" if center else "raw"
-        return self.artifacts_dir / f"{source}-{view}-{rotation}-{centre}-{mode}-t{b.train_tokens}-s{b.steps}-seed{self.seed}"
+        return self.artifacts_dir / f"{source}-{view}-{spec.stem()}-{mode}-t{b.train_tokens}-s{b.steps}-seed{self.seed}"
 
-    def _fit_settings(self, source: str, view: str, rotation: str, center: bool) -> dict[str, Any]:
+    def _fit_settings(self, source: str, view: str, spec: FitSpec) -> dict[str, Any]:
         # `code` ties a cached fit to the code that made it: a fit from other code is refitted
-        return {"source": source, "view": view, "rotation": rotation, "center": center, "seed": self.seed,
+        return {"source": source, "view": view, **spec.as_dict(), "seed": self.seed,
                 "code": fitting_code_digest(), "skip_first": SKIP_FIRST,
                 **{k: v for k, v in self.budget.as_dict().items()
                    if k in ("quick", "train_tokens", "window", "steps", "batch_size", "lr")}}
 
-    def rotation_fit(self, source: str, view: str, rotation: str, center: bool) -> RotationFit:
-        """Mean and rotation of every layer, fitted on the train keys (rank 0), cached in memory
-        and, for real models, as a calibration artifact reused by later runs."""
-        key = (source, view, rotation, center)
+    def rotation_fit(self, source: str, view: str, rotation: str, center: bool, objective_bits: int = 1) -> RotationFit:
+        """Mean and rotation of every layer, fitted on the train keys (`impl.calibration.fit.fit_transform`),
+        cached in memory and, for real models, as a calibration artifact reused by later runs."""
+        spec = FitSpec(rotation=rotation, center=center, objective_bits=objective_bits)
+        key = (source, view, spec)
         if key in self._fits:
             return self._fits[key]
-        settings = self._fit_settings(source, view, rotation, center)
-        stem = self._artifact_stem(source, view, rotation, center)
+        settings = self._fit_settings(source, view, spec)
+        stem = self._artifact_stem(source, view, spec)
         fit = None
         if source != SYNTHETIC:
             try:
                 calib = load_calibration(stem)
                 if calib.settings == settings:
                     fit = RotationFit(calib.codecs, calib.curves, calib.extra.get("fit_seconds", []))
-            except ArtifactError:
+            except ArtifactError as exc:
+                if Path(str(stem) + ".json").exists():
+                    print(f"betaspec study: refitting {stem.name}: the cached artifact is unusable ({exc})",
+                          file=sys.stderr)
                 fit = None
         if fit is None:
-            fit = self._fit(source, view, rotation, center)
+            fit = self._fit(source, view, spec)
             if source != SYNTHETIC:
                 save_calibration(Calibration(model=source, view=view, settings=settings, codecs=fit.codecs,
                                              curves=fit.curves, extra={"fit_seconds": fit.fit_seconds}), stem)
         self._fits[key] = fit
         return fit
 
-    def _fit(self, source: str, view: str, rotation: str, center: bool) -> RotationFit:
+    def _fit(self, source: str, view: str, spec: FitSpec) -> RotationFit:
         import time
 
         from tqdm.auto import tqdm
 
         keys = self.keys(source, view)
         b = self.budget
+        objective = None if spec.objective_bits == 1 else default_levels(spec.objective_bits, 1)[0]
         codecs, curves, seconds = [], [], []
         layers = range(keys["train"].shape[0])
-        for layer in tqdm(layers, desc=f"fit {source} {view} {rotation}{' centred' if center else ''}",
-                          disable=not self.progress, leave=False):
+        for layer in tqdm(layers, desc=f"fit {source} {view} {spec.stem()}", disable=not self.progress, leave=False):
             t0 = time.perf_counter()
             with torch.enable_grad():  # the runner computes widgets under no_grad; the rotation is trained
-                codec, fits = fit_codec(keys["train"][layer], rotation=rotation, center=center, rank=0,
-                                        steps=b.steps, lr=b.lr, batch_size=b.batch_size, seed=self.seed + layer,
-                                        heldout=keys["heldout"][layer])
+                codec, fits = fit_transform(keys["train"][layer], rotation=spec.rotation, center=spec.center,
+                                            objective_levels=objective, steps=b.steps, lr=b.lr,
+                                            batch_size=b.batch_size, seed=self.seed + layer,
+                                            heldout=keys["heldout"][layer])
             seconds.append(time.perf_counter() - t0)
             codecs.append(codec)
             curves.append([{"train": f.train_curve, "heldout": f.heldout_curve} for f in fits])
         return RotationFit(codecs, curves, seconds)
 
-    def codecs(self, source: str, view: str, rotation: str, center: bool, rank: int) -> list[KeyCodec]:
-        """Per-layer codecs with a rank-`rank` correction basis, fitted on the train keys' 1-bit
-        residuals in the rotated frame (top-r right singular vectors)."""
-        key = (source, view, rotation, center, rank)
+    def codecs(self, source: str, view: str, rotation: str, center: bool, rank: int, *, bits: int = 1,
+               levels: str = "gaussian", objective: str | None = None, channel_scale: bool = False,
+               coef_bits: int = 16, scale_rule: str = "ls") -> list[TransformCodec]:
+        """Per-layer codecs: a `bits`-bit code (levels, channel scale, rank-`rank` basis of the code
+        residuals, coefficient format, scale rule) put on the transform fitted with the matching
+        objective (`objective_bits`), all fitted on the train keys."""
+        key = (source, view, rotation, center, rank, bits, levels, objective, channel_scale, coef_bits, scale_rule)
         if key in self._codecs:
             return self._codecs[key]
-        base = self.rotation_fit(source, view, rotation, center).codecs
-        if rank == 0:
-            out = base
-        else:
-            train = self.keys(source, view)["train"]
-            out = []
-            for layer, codec in enumerate(base):
-                y = codec.transform(train[layer].unsqueeze(0))[0]                 # (H, T, d)
-                alpha = y.abs().mean(-1, keepdim=True)
-                resid = (y - alpha * torch.where(y >= 0, 1.0, -1.0)).double()
-                basis = torch.stack([rank_r_correction(resid[h], rank).basis for h in range(codec.heads)]).float()
-                out.append(replace(codec, basis=basis))
+        fit = self.rotation_fit(source, view, rotation, center, objective_bits(rotation, bits, objective))
+        train = self.keys(source, view)["train"]
+        moments = self.query_moments(source) if scale_rule == "query" else None
+        out = [code_on_transform(c, train[layer], bits=bits, levels=levels, channel_scale=channel_scale, rank=rank,
+                                 coef_bits=coef_bits, scale_rule=scale_rule,
+                                 query_moment=None if moments is None else moments[layer])
+               for layer, c in enumerate(fit.codecs)]
         self._codecs[key] = out
         return out
 
     def quality(self, source: str, view: str, rotation: str, center: bool, rank: int,
-                split: str) -> list[list[CodecQuality]]:
+                split: str, **code: Any) -> list[list[CodecQuality]]:
         """`[layer][head]` quality of the codec on one split's keys."""
         keys = self.keys(source, view)[split]
-        return [codec_quality(c, keys[layer]) for layer, c in enumerate(self.codecs(source, view, rotation, center, rank))]
+        return [codec_quality(c, keys[layer])
+                for layer, c in enumerate(self.codecs(source, view, rotation, center, rank, **code))]

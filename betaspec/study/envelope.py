@@ -23,7 +23,10 @@ from ..atomic_files import write_text_atomically
 
 SCHEMA_ID = "betaspec-study"
 SCHEMA_VERSION = 1
-VERDICTS = ("reproduces", "partly reproduces", "does not reproduce", "not measured")
+VERDICTS = ("reproduces", "partly reproduces", "does not reproduce", "not measured", "identity")
+"""`identity`: holds by construction — the measured number is computed from the same quantities that
+define the claim, so it cannot come out otherwise (SPEC.md, "Verdicts in reports"); shown, never
+counted as evidence."""
 
 CLAIM_SCHEMA: dict[str, Any] = {
     "type": "object",

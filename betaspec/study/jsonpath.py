@@ -1,4 +1,5 @@
-"""Dotted paths into a result JSON (``data.sources.smollm2.learned.heldout``, ``data.curve.3``).
+"""Dotted paths into a result JSON (``data.sources.smollm2.learned.heldout``, ``data.curve.3``) — the one
+way the study's annotations and the report read numbers from a result.
 
 `WidgetView.sources` names every number an annotation prints by such a path. Keys may
 themselves contain dots (``"d/8"``, ``"0.5"``): at each level the longest key that matches the

@@ -14,6 +14,7 @@ import statistics
 from typing import Any, Iterable, Sequence
 
 from ..context import SYNTHETIC, StudyContext
+from ..jsonpath import get_path
 
 BETA_FMT = ".3f"
 CONFIGS = (("identity", False), ("identity", True), ("srht", False), ("srht", True), ("learned", False),
@@ -110,14 +111,6 @@ def flat(table: list[list[Any]]) -> list[Any]:
     return [x for row in table for x in row]
 
 
-def get(result: dict[str, Any], path: str) -> Any:
-    """Value at a dotted path of plain dict keys / list indices."""
-    cur: Any = result
-    for part in path.split("."):
-        cur = cur[int(part)] if isinstance(cur, list) else cur[part]
-    return cur
-
-
 class Annotation:
     """Collects the JSON paths of the numbers a view prints."""
 
@@ -126,7 +119,7 @@ class Annotation:
         self.sources: list[str] = []
 
     def value(self, path: str) -> Any:
-        v = get(self.result, path)
+        v = get_path(self.result, path)
         if path not in self.sources:
             self.sources.append(path)
         return v

@@ -32,7 +32,7 @@ CONV_DIMS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
 HIST_BINS = 60
 # Claim tolerances (stated in the evidence): the closed form to 1e-12 (1e-4 for the p → ∞ limit);
 # the empirical β at the largest d to 0.01 (its O(1/d) bias plus 4 standard errors are far below).
-CLOSED_FORM_TOL, UNIFORM_LIMIT_TOL, EMPIRICAL_TOL = 1e-12, 1e-4, 0.01
+EMPIRICAL_TOL = 0.01
 
 _DIM_ENTRY = obj(["d", "mean_cos", "se_cos", "std_cos", "mean_beta", "mean_residual", "gap"],
                  {k: {"type": "number"} for k in ("d", "mean_cos", "se_cos", "std_cos", "mean_beta", "mean_residual",
@@ -115,20 +115,21 @@ def _claims(data: dict[str, Any]) -> list[dict[str, Any]]:
     ref = data["reference"]
     dmax = max(data["dims"])
     closed = {name: ref[name]["gg_beta"] for name in ("laplace", "gaussian", "uniform")}
-    closed_ok = (abs(closed["laplace"] - 0.5) <= CLOSED_FORM_TOL
-                 and abs(closed["gaussian"] - 2.0 / math.pi) <= CLOSED_FORM_TOL
-                 and abs(closed["uniform"] - 0.75) <= UNIFORM_LIMIT_TOL)
     empirical = {name: data["distributions"][name]["by_dim"][f"d{dmax}"]["mean_beta"] for name in DISTRIBUTIONS}
-    emp_ok = all(abs(empirical[name] - EXACT_BETA[name]) <= EMPIRICAL_TOL for name in DISTRIBUTIONS)
-    verdict = "reproduces" if closed_ok and emp_ok else ("partly reproduces" if closed_ok or emp_ok
-                                                          else "does not reproduce")
-    out = [claim("reference_betas", "Reference values: Laplace β = 1/2; Gaussian β = 2/π ≈ 0.637; uniform on [−1, 1] "
-                 "β = 3/4; sign lattice β = 1.",
-                 {"laplace": 0.5, "gaussian": 0.637, "uniform": 0.75, "sign_lattice": 1.0},
-                 {"gg_beta": closed, f"empirical_mean_beta_d{dmax}": empirical}, verdict,
-                 f"ggBeta at p = 1, 2 and {UNIFORM_P:g} (closed form, tolerance {CLOSED_FORM_TOL:g}; "
-                 f"{UNIFORM_LIMIT_TOL:g} for the p → ∞ limit) and the mean per-vector β of {data['samples']} "
-                 f"exact iid samples at d = {dmax} (tolerance {EMPIRICAL_TOL:g}).")]
+    emp_ok = [abs(empirical[name] - EXACT_BETA[name]) <= EMPIRICAL_TOL for name in DISTRIBUTIONS]
+    verdict = "reproduces" if all(emp_ok) else ("partly reproduces" if any(emp_ok) else "does not reproduce")
+    writeup = {"laplace": 0.5, "gaussian": 0.637, "uniform": 0.75, "sign_lattice": 1.0}
+    out = [claim("reference_betas_closed_form", "Reference values: Laplace β = 1/2; Gaussian β = 2/π ≈ 0.637; "
+                 "uniform on [−1, 1] β = 3/4; sign lattice β = 1 — as values of ggBeta.", writeup,
+                 {"gg_beta": closed}, "identity",
+                 f"ggBeta at p = 1, 2 and {UNIFORM_P:g} evaluated in closed form: these are the theorem "
+                 f"gaussian_moment_ratio_floor_eq and the limit p → ∞, not measurements, so the comparison cannot "
+                 f"come out otherwise; it is shown to document the reference lines of the figure."),
+           claim("reference_betas", "Reference values: Laplace β = 1/2; Gaussian β = 2/π ≈ 0.637; uniform on [−1, 1] "
+                 "β = 3/4; sign lattice β = 1 — as measured moment ratios of samples.", writeup,
+                 {f"empirical_mean_beta_d{dmax}": empirical}, verdict,
+                 f"The mean per-vector β of {data['samples']} exact iid samples of each law at d = {dmax} against the "
+                 f"law's β (tolerance {EMPIRICAL_TOL:g}).")]
     gaps = {name: {f"d{d}": data["distributions"][name]["by_dim"][f"d{d}"]["gap"] for d in data["dims"]}
             for name in DISTRIBUTIONS}
     dmin = min(data["dims"])

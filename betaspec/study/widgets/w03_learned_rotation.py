@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..context import SPLITS, StudyContext
+from ...data.corpus import SPLIT_NAMES
+from ..context import StudyContext
 from ..titles import WIDGET_TITLES
 from ..widget import Widget, WidgetOutput, WidgetView, claim
 from ._keystats import (
@@ -42,8 +43,8 @@ BAND = (0.919, 0.965)   # the write-up's "0.919–0.965"
 METRICS = ("beta_v", "beta_c", "rho")
 
 _SPLIT = obj(list(METRICS), {m: SUMMARY_SCHEMA for m in METRICS})
-_CENTRES = {"type": "object", "properties": {"raw": obj(list(SPLITS), {s: _SPLIT for s in SPLITS}),
-                                             "centred": obj(list(SPLITS), {s: _SPLIT for s in SPLITS})},
+_CENTRES = {"type": "object", "properties": {"raw": obj(list(SPLIT_NAMES), {s: _SPLIT for s in SPLIT_NAMES}),
+                                             "centred": obj(list(SPLIT_NAMES), {s: _SPLIT for s in SPLIT_NAMES})},
             "minProperties": 1}
 _VIEW = obj(["d", "heads", "learned", "gap", "worst_head"], {
     "d": {"type": "integer"}, "heads": {"type": "integer"},
@@ -66,7 +67,7 @@ def _measure_view(ctx: StudyContext, source: str, view: str, configs: list[tuple
     out: dict[str, Any] = {}
     for rotation, center in configs:
         per_split = {}
-        for split in SPLITS:
+        for split in SPLIT_NAMES:
             q = flat(ctx.quality(source, view, rotation, center, 0, split))
             per_split[split] = {"beta_v": summary(x.beta for x in q), "beta_c": summary(x.beta_c for x in q),
                                 "rho": summary(x.rho for x in q)}
@@ -116,7 +117,7 @@ def _claims(data: dict[str, Any], models: list[str]) -> list[dict[str, Any]]:
         measured, v_ok, c_ok = {}, [], []
         for s in have:
             lc = data["sources"][s][view]["learned"]["centred"]
-            measured[s] = {f"{m}_{split}": lc[split][m]["mean"] for split in SPLITS for m in ("beta_v", "beta_c")}
+            measured[s] = {f"{m}_{split}": lc[split][m]["mean"] for split in SPLIT_NAMES for m in ("beta_v", "beta_c")}
             measured[s]["beta_v_heldout_min_head"] = lc["heldout"]["beta_v"]["min"]
             measured[s]["beta_c_heldout_min_head"] = lc["heldout"]["beta_c"]["min"]
             v_ok.append(lc["heldout"]["beta_v"]["mean"] >= low)

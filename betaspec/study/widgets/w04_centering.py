@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from impl.cache.packing import pack_signs
+from impl.sign_quant import residual_energy, sign_vec
 
 from ..context import StudyContext
 from ..titles import WIDGET_TITLES
@@ -89,9 +90,8 @@ def _collapse_head(y: torch.Tensor, resid_energy: float, mean_code: torch.Tensor
     T, d = y.shape
     codes = pack_signs(y)                                             # (T, ⌈d/8⌉) uint8, sgn 0 = +1
     uniq, counts = torch.unique(codes, dim=0, return_counts=True)
-    s = torch.where(y >= 0, 1.0, -1.0).to(y.dtype)
-    alpha = y.abs().sum(-1, keepdim=True) / d
-    lost = float(((y - alpha * s) ** 2).sum()) / resid_energy if resid_energy > 0 else 0.0
+    s = sign_vec(y)
+    lost = float(residual_energy(y).sum()) / resid_energy if resid_energy > 0 else 0.0
     out = {"modal_code_share": float(counts.max()) / T, "distinct_codes": float(uniq.shape[0]), "lost_residual": lost}
     if mean_code is not None:
         out["mean_code_share"] = float((s == mean_code).all(-1).double().mean())

@@ -21,16 +21,17 @@ from typing import Any
 
 import torch
 
-from impl.calibration.fit import codec_quality, fit_codec
+from impl.calibration.fit import fit_codec
+from impl.calibration.quality import codec_quality
 
 from ..context import StudyContext, synthetic_keys
+from ..jsonpath import get_path
 from ..titles import WIDGET_TITLES
 from ..widget import Widget, WidgetOutput, WidgetView, claim
 from ._keystats import (
     Annotation,
     centre_key,
     fnum,
-    get,
     new_figure,
     num_array,
     obj,
@@ -270,7 +271,7 @@ def view(result: dict[str, Any]) -> WidgetView:
              f"first {a.int(p + '.early_steps')} steps but by {a.num(p + '.late', '+.4f')} per step over the last "
              f"{a.int(p + '.late_steps')} ({where(s0, 'post_rope')}) — "
              + ("the decay stalls, as the quadratic last-mile law predicts."
-                if abs(get(result, p + '.late')) < 0.25 * abs(get(result, p + '.early'))
+                if abs(get_path(result, p + '.late')) < 0.25 * abs(get_path(result, p + '.early'))
                 else "no stall is visible within this many steps."))
     # Outlier rule: the (source, view) whose held-out centred β_v at the check step is lowest — the claim's
     # weakest case; named with its weakest head.

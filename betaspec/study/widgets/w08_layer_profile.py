@@ -26,7 +26,8 @@ import torch
 
 from impl.moments import beta_vec
 
-from ..context import SPLITS, SYNTHETIC, StudyContext
+from ...data.corpus import SPLIT_NAMES
+from ..context import SYNTHETIC, StudyContext
 from ..titles import WIDGET_TITLES
 from ..widget import Widget, WidgetOutput, WidgetView
 from ._keystats import SOURCE_LABEL, Annotation, new_figure, obj
@@ -51,7 +52,7 @@ DATA_SCHEMA: dict[str, Any] = obj(
           "layer_types": {"type": ["array", "null"], "items": {"enum": ["sliding", "global"]}},
           "global_layers": {"type": "array", "items": {"type": "integer"}},
           "beta": {"type": "object", "required": list(ROTATIONS), "additionalProperties": {
-              "type": "object", "required": list(SPLITS),
+              "type": "object", "required": list(SPLIT_NAMES),
               "additionalProperties": {"type": "array", "items": {"type": "number"}}}},
           "summary": {"type": "object", "required": list(ROTATIONS), "additionalProperties": obj(
               ["mean", "min", "max", "argmin", "argmax", "outlier_layer", "outlier_beta", "outlier_deviation"])},
@@ -134,7 +135,7 @@ def compute(ctx: StudyContext) -> WidgetOutput:
         for name, (rotation, center) in ROTATIONS.items():
             codecs = ctx.codecs(source, VIEW, rotation, center, 0)
             beta[name], heads[name] = {}, {}
-            for split in SPLITS:
+            for split in SPLIT_NAMES:
                 per_head = []
                 for layer, c in enumerate(codecs):
                     y = c.transform(keys[split][layer].unsqueeze(0))[0]          # (H, T, d)

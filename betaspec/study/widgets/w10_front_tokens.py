@@ -5,14 +5,14 @@ front tokens whose keys the cache keeps exactly, n_protect ∈ {0, 1, 2, 4, 8, 1
 Attention-output error, per layer in isolation: one full-precision forward over each held-out
 perplexity window records every layer's attention inputs (post-RoPE queries and keys, values, the
 model's own mask — causal, and sliding-window on Gemma's local layers — and scaling). The layer's
-attention is then recomputed with the keys the 1-bit cache hands the model (`OneBitKeyStore`
+attention is then recomputed with the keys the 1-bit cache hands the model (`KeyStore`
 with the fitted codec and n protected tokens, `dequantized_keys`) and compared with exact
 attention: `‖O_1bit − O_exact‖_F / ‖O_exact‖_F` over heads and positions, averaged over windows.
 Every layer sees the same full-precision inputs, so errors do not compound across layers. The
 protected keys are checked bit for bit against the originals.
 
-Perplexity: the model run with `OneBitKeyCache(codecs, n)` on the same windows (`_cache_points`,
-shared with widget 7: n ∈ {0, 4} are reused from there).
+Perplexity: the model run with a `QuantizedKeyCache` of the 1-bit codes and n exact front tokens on
+the same windows (`_cache_points`; n = 0 is shared with widget 7).
 
 Synthetic keys (no language model): the same error with Gaussian queries and values over
 windows of synthetic held-out keys (no attention sink exists there), and no perplexity.
@@ -20,24 +20,28 @@ windows of synthetic held-out keys (no attention sink exists there), and no perp
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Iterator
 
 import torch
 from tqdm.auto import tqdm
 
-from impl.cache.store import OneBitKeyStore
+from impl.attention import causal_mask, masked_softmax
+from impl.cache.store import KeyStore
 
+from ...data.models import attention_inputs
 from ..context import SYNTHETIC, StudyContext
 from ..titles import WIDGET_TITLES
 from ..widget import Widget, WidgetOutput, WidgetView, claim
 from . import _cache_points as cp
+from ._cache_points import Method
 from ._keystats import SOURCE_LABEL, Annotation, new_figure, obj
 
 NUMBER = 10
 N_PROTECT = (0, 1, 2, 4, 8, 16)
-CAPTURE = "betaspec_capture"
-_SINK = "_betaspec_capture_sink"
+# the two 1-bit codes of the write-up's protection panel, as functions of n_protect
+CODECS = {"srht": lambda n: Method("srht", bits=1, n_protect=n),
+          "learned_centred": lambda n: Method("ours", bits=1, n_protect=n)}
+CODEC_LABEL = {"srht": "SRHT", "learned_centred": "learned+centred"}
 
 _CODEC = obj(["attn_error", "attn_error_layers", "bits_per_coordinate", "ppl", "ppl_ratio", "bit_exact",
               "layer_increases", "mean_increases", "max_increase", "reduction", "outlier"],
@@ -74,53 +78,6 @@ def nkeys_sorted(keys) -> list[str]:
     return sorted(keys, key=lambda k: int(k[1:]))
 
 
-# ------------------------------------------------------------------------------------- capture
-
-
-def _capture_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    sink = getattr(module, _SINK, None)
-    if sink is not None:
-        sink[module.layer_idx] = {"q": query.detach().float(), "k": key.detach(), "v": value.detach().float(),
-                                  "mask": attention_mask.detach() if torch.is_tensor(attention_mask) else None,
-                                  "scaling": scaling, "softcap": kwargs.get("softcap")}
-    if kwargs.get("softcap") is None:
-        kwargs.pop("softcap", None)
-    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-
-
-def _capture_mask(*args, **kwargs):
-    from transformers.masking_utils import sdpa_mask
-
-    kwargs["allow_is_causal_skip"] = False  # always the explicit 4-D mask, so it can be reused
-    return sdpa_mask(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def capturing(model: torch.nn.Module) -> Iterator[dict[int, dict[str, Any]]]:
-    """Inside the block, every forward of `model` records each layer's attention inputs into the
-    yielded dict (layer → q, k, v, mask, scaling, softcap); the attention itself is unchanged (sdpa)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-
-    AttentionInterface.register(CAPTURE, _capture_attention)
-    AttentionMaskInterface.register(CAPTURE, _capture_mask)
-    modules = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "num_key_value_groups")]
-    sink: dict[int, dict[str, Any]] = {}
-    previous = model.config._attn_implementation
-    model.set_attn_implementation(CAPTURE)
-    for m in modules:
-        setattr(m, _SINK, sink)
-    try:
-        yield sink
-    finally:
-        for m in modules:
-            if hasattr(m, _SINK):
-                delattr(m, _SINK)
-        model.set_attn_implementation(previous)
-
-
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scaling: float,
            softcap: float | None = None) -> torch.Tensor:
     """softmax(q kᵀ · scaling [softcapped] + mask) v for q (B, Hq, Q, d), k and v (B, H, T, ·),
@@ -133,13 +90,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
     if mask is None:
-        Q, T = logits.shape[-2], logits.shape[-1]
-        mask = (torch.arange(T)[None, :] <= torch.arange(Q)[:, None] + (T - Q))[None, None]
-    if mask.dtype == torch.bool:
-        logits = logits.masked_fill(~mask, float("-inf"))
-    else:
-        logits = logits + mask.float()
-    return torch.softmax(logits, dim=-1) @ vv
+        mask = causal_mask(logits.shape[-2], logits.shape[-1])[None, None]
+    return masked_softmax(logits, mask) @ vv
 
 
 def relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
@@ -150,7 +102,7 @@ def relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
 def protected_keys(codec, keys: torch.Tensor, n_protect: int) -> tuple[torch.Tensor, bool]:
     """The keys the cache hands the attention for `keys` (B, H, T, d) with `n_protect` exact front
     tokens, and whether those are bit-exact copies of the originals."""
-    store = OneBitKeyStore(codec, n_protect=n_protect, scale_dtype=cp.SCALE_DTYPE)
+    store = KeyStore(codec, n_protect=n_protect)
     store.append(keys)
     out = store.dequantized_keys().to(keys.dtype)
     n = min(n_protect, keys.shape[2])
@@ -168,7 +120,7 @@ def _layer_inputs(ctx: StudyContext, source: str) -> Iterator[dict[int, dict[str
         model, _ = ctx.model(source)
         windows = ctx.ppl_windows(source)
         for i in range(windows.shape[0]):
-            with torch.no_grad(), capturing(model) as sink:
+            with torch.no_grad(), attention_inputs(model) as sink:
                 model(windows[i: i + 1], use_cache=False, logits_to_keep=1)
             yield dict(sink)
         return
@@ -190,7 +142,7 @@ def _attention_errors(ctx: StudyContext, source: str) -> tuple[dict[str, dict[st
                                                                   dict[str, int]]:
     """Per codec: per n-key the per-layer error averaged over windows; whether every protected key
     was bit-exact; and the number of windows, layers and tokens per window."""
-    cs = {codec: cp.codecs(ctx, source, codec, 0) for codec in cp.CODECS}
+    cs = {codec: cp.method_codecs(ctx, source, method(0)) for codec, method in CODECS.items()}
     L = len(next(iter(cs.values())))
     sums = {codec: {nkey(n): [0.0] * L for n in N_PROTECT} for codec in cs}
     bit_exact = {codec: True for codec in cs}
@@ -258,16 +210,16 @@ def compute(ctx: StudyContext) -> WidgetOutput:
         all_errs, all_exact, shape = _attention_errors(ctx, source)
         entry: dict[str, Any] = {"language_model": lm, **shape,
                                  "fp_ppl": cp.fp_point(ctx, source)["ppl"] if lm else None, "codecs": {}}
-        for codec in cp.CODECS:
+        for codec, method in CODECS.items():
             errs, exact = all_errs[codec], all_exact[codec]
             with_ppl = lm
             bits, ppl, ratio = {}, {} if with_ppl else None, {} if with_ppl else None
             for n in tqdm(N_PROTECT, desc=f"widget 10 {source} {codec}", disable=not ctx.progress, leave=False):
                 if with_ppl:
-                    p = cp.point(ctx, source, codec, 0, n)
+                    p = cp.point(ctx, source, method(n))
                     ppl[nkey(n)], ratio[nkey(n)] = p["ppl"], p["ppl_ratio"]
                 else:
-                    p = cp.cache_point(ctx, source, codec, 0, n)
+                    p = cp.cache_point(ctx, source, method(n))
                 bits[nkey(n)] = p["bits_per_coordinate"]
             L = len(errs[nkey(0)])
             entry["codecs"][codec] = {"attn_error": {k: sum(v) / L for k, v in errs.items()},
@@ -280,7 +232,7 @@ def compute(ctx: StudyContext) -> WidgetOutput:
     return WidgetOutput(data=data, claims=_claims(data), token_counts=token_counts,
                         models=[s for s in srcs if s != SYNTHETIC],
                         settings={"view": cp.VIEW, "n_protect": list(N_PROTECT), "rank": 0,
-                                  "codecs": {k: {"rotation": r, "center": c} for k, (r, c) in cp.CODECS.items()},
+                                  "codecs": {k: m(0).as_dict() for k, m in CODECS.items()},
                                   "perplexity": "every codec and n_protect, held-out windows",
                                   "error_metric": data["error_metric"]})
 
@@ -350,12 +302,12 @@ def view(result: dict[str, Any]) -> WidgetView:
     op = f"data.sources.{head}.codecs.{oc}"
     o = e["codecs"][oc]
     if o["layer_increases"]:
-        outlier = (f"Rule: a layer whose error rises with more protection — {cp.CODEC_LABEL[oc]} has "
+        outlier = (f"Rule: a layer whose error rises with more protection — {CODEC_LABEL[oc]} has "
                    f"{a.int(op + '.layer_increases')} rises; largest in layer {a.int(op + '.outlier.layer')} "
                    f"(+{a.num(op + '.outlier.value', '.2e')}).")
     else:
         outlier = (f"Rule: no layer's error ever rises with protection, so the layer it helps least — "
-                   f"{cp.CODEC_LABEL[oc]} layer {a.int(op + '.outlier.layer')}: only "
+                   f"{CODEC_LABEL[oc]} layer {a.int(op + '.outlier.layer')}: only "
                    f"{a.pct(op + '.outlier.value')} lower at the largest n_protect.")
     return WidgetView(figure=_figure(data), what=what, trend=trend, outlier=outlier, sources=a.sources)
 
@@ -385,7 +337,7 @@ def _figure(data: dict[str, Any]):
             for layer_err in zip(*[ce["attn_error_layers"][nkey(n)] for n in ns]):
                 ax.plot(xs, layer_err, color=_COLOR[c], alpha=0.15, lw=0.8)
             ax.plot(xs, [ce["attn_error"][nkey(n)] for n in ns], color=_COLOR[c], marker="o", lw=2,
-                    label=f"{cp.CODEC_LABEL[c]} (mean over layers)")
+                    label=f"{CODEC_LABEL[c]} (mean over layers)")
         _protect_axis(ax, xs, ns)
         ax.set_ylabel("relative attention-output error")
         ax.set_yscale("log")
@@ -396,7 +348,7 @@ def _figure(data: dict[str, Any]):
             for c, ce in e["codecs"].items():
                 if ce["ppl"] is not None:
                     ax.plot(xs, [ce["ppl"][nkey(n)] for n in ns], color=_COLOR[c], marker="o",
-                            label=f"1-bit {cp.CODEC_LABEL[c]}, r = 0")
+                            label=f"1-bit {CODEC_LABEL[c]}, r = 0")
             ax.axhline(e["fp_ppl"], color="black", ls=":", label=f"full-precision keys ({e['fp_ppl']:.3g})")
             _protect_axis(ax, xs, ns)
             cp.set_ppl_scale(ax, [v for ce in e["codecs"].values() if ce["ppl"] for v in ce["ppl"].values()]
