@@ -197,33 +197,6 @@ def _quad_sums(codes, l, t, tables, n0, gbyte, gshift, gtwo, pmask, aligned):
             s2 += tables[l, j, beta, n0 + 2]
             s3 += tables[l, j, beta, n0 + 3]
     return s0, s1, s2, s3
-    # b = 3 (groups of 6 bits, starting at stream bit 6j). Four groups are 24 bits = three whole
-    # bytes: bytes 3m, 3m+1, 3m+2 joined little-endian hold groups 4m … 4m+3 at bits 0, 6, 12, 18
-    # (they always exist: a last odd coordinate's padding still ends inside byte 3m+2).
-    full = n_groups // 4
-    for m in range(full):
-        w = (np.uint32(codes[l, t, 3 * m]) | (np.uint32(codes[l, t, 3 * m + 1]) << np.uint32(8))
-             | (np.uint32(codes[l, t, 3 * m + 2]) << np.uint32(16)))
-        for i in range(4):
-            j = 4 * m + i
-            beta = (w >> np.uint32(6 * i)) & pmask
-            s0 += tables[l, j, beta, n0]
-            s1 += tables[l, j, beta, n0 + 1]
-            s2 += tables[l, j, beta, n0 + 2]
-            s3 += tables[l, j, beta, n0 + 3]
-    # the last n_groups mod 4 groups: group j starts at bit gshift[j] of byte gbyte[j] and runs into
-    # the next byte when gshift[j] > 2 (gtwo[j]; never past the code's last byte): join the two
-    # bytes into a 16-bit word, shift, keep 6 bits
-    for j in range(4 * full, n_groups):
-        w = np.uint32(codes[l, t, gbyte[j]])
-        if gtwo[j]:
-            w |= np.uint32(codes[l, t, gbyte[j] + 1]) << np.uint32(8)
-        beta = (w >> gshift[j]) & pmask
-        s0 += tables[l, j, beta, n0]
-        s1 += tables[l, j, beta, n0 + 1]
-        s2 += tables[l, j, beta, n0 + 2]
-        s3 += tables[l, j, beta, n0 + 3]
-    return s0, s1, s2, s3
 
 
 @njit(cache=True, inline="always")
