@@ -152,3 +152,19 @@ def test_the_study_refits_after_a_damaged_artifact_and_says_so(tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "refitting" in err[0] and "not valid UTF-8 JSON" in err[0]
     assert torch.equal(first.codecs[0].rotation, second.codecs[0].rotation)
+
+
+def test_default_stems_tell_every_fitted_setting_apart():
+    """Two calibrations that differ in any setting that changes the fitted codec get different
+    default artifact names, so one never overwrites the other."""
+    from dataclasses import replace
+
+    from betaspec.keycache.calibrate import CalibrationSettings
+
+    base = CalibrationSettings(model="smollm2", bits=2)
+    variants = [base, replace(base, bits=3), replace(base, levels="fitted"), replace(base, channel_scale=True),
+                replace(base, objective="l1"), replace(base, scale_rule="unbiased"), replace(base, scale_rule="query"),
+                replace(base, coef_bits=8), replace(base, rank=0), replace(base, protect=4), replace(base, center=False),
+                replace(base, rotation="srht"), replace(base, seed=1), replace(base, train_tokens=4096)]
+    stems = [v.default_stem() for v in variants]
+    assert len(set(stems)) == len(stems), stems

@@ -89,7 +89,8 @@ class CalibrationSettings:
     def default_stem(self) -> str:
         center = "centred" if self.center else "raw"
         code = f"b{self.bits}" + ("-fitted" if self.levels == "fitted" and self.bits > 1 else "") + (
-            "-cs" if self.channel_scale else "")
+            "-cs" if self.channel_scale else "") + (f"-{self.objective}" if self.objective is not None else "") + (
+            "" if self.scale_rule == "ls" else f"-{self.scale_rule}")
         coef = "" if self.coef_bits == 16 else f"i{self.coef_bits}"
         return (f"{self.model}-{self.view}-{self.rotation}-{center}-{code}-r{self.resolved_rank}{coef}"
                 f"-p{self.protect}-t{self.train_tokens}-s{self.seed}")
