@@ -32,7 +32,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from impl.attention import masked_softmax
 from impl.cache.codecs.base import KeyCodec
 from impl.cache.kernels import decode_attention, fused_decode_available
-from impl.cache.store import KeyStore, MemoryReport, check_exact_dtype
+from impl.cache.store import Growable, KeyStore, MemoryReport, check_exact_dtype
 from impl.validation import check_positive_int
 
 ATTN_IMPLEMENTATION = "betaspec_packed"
@@ -40,7 +40,9 @@ _CACHE_ATTR = "_betaspec_cache"
 
 
 class QuantizedKeyLayer(DynamicLayer):
-    """One decoder layer: keys in a `KeyStore`, values as a plain growing tensor."""
+    """One decoder layer: keys in a `KeyStore`, values in a buffer that grows by amortised doubling
+    (`Growable`: appending a decode step's value writes one row instead of copying all of them, as
+    the `torch.cat` of a `DynamicLayer` does)."""
 
     is_croppable = False
 
@@ -51,6 +53,7 @@ class QuantizedKeyLayer(DynamicLayer):
         self.codec = codec
         self.materialize_keys = True
         self.store = self._new_store()
+        self._values: Growable | None = None
 
     def _new_store(self) -> KeyStore:
         return KeyStore(self.codec, keep_call_keys=not self.materialize_keys, **self._policy)
@@ -60,7 +63,10 @@ class QuantizedKeyLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         self.store.keep_call_keys = not self.materialize_keys
         self.store.append(key_states)
-        self.values = torch.cat([self.values, value_states], dim=-2)
+        if self._values is None:
+            self._values = Growable(value_states)
+        self._values.append(value_states)
+        self.values = self._values.view()
         if self.materialize_keys:
             keys = self.store.dequantized_keys().to(key_states.dtype)
         else:
@@ -76,6 +82,7 @@ class QuantizedKeyLayer(DynamicLayer):
     def reset(self) -> None:
         super().reset()
         self.store = self._new_store()
+        self._values = None
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("the quantized key cache cannot be cropped (its codes are append-only)")

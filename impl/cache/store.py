@@ -43,8 +43,9 @@ def recent_count(n: int, window: int, flush_block: int) -> int:
     return window + (n - window) % flush_block
 
 
-class _Growable:
-    """A tensor that grows along dim 2 with amortised doubling; `view()` is the filled part."""
+class Growable:
+    """A tensor that grows along dim 2 with amortised doubling (appending n rows costs O(n), not a copy
+    of everything held); `view()` is the filled part."""
 
     def __init__(self, template: Tensor, capacity: int = 256):
         shape = list(template.shape)
@@ -140,8 +141,8 @@ class KeyStore:
         self.flush_block = block
         self.exact_dtype = check_exact_dtype(exact_dtype)
         self.keep_call_keys = bool(keep_call_keys)
-        self._protected: _Growable | None = None
-        self._codes: dict[str, _Growable] = {}
+        self._protected: Growable | None = None
+        self._codes: dict[str, Growable] = {}
         self._coded = 0
         self._recent: Tensor | None = None
         self._call: tuple[int, Tensor] | None = None   # (first position, exact keys) of the last append
@@ -172,7 +173,7 @@ class KeyStore:
         n_prot = max(0, min(self.n_protect - self.protected_length, k.shape[2]))
         if n_prot:
             if self._protected is None:
-                self._protected = _Growable(exact[:, :, :n_prot], capacity=self.n_protect)
+                self._protected = Growable(exact[:, :, :n_prot], capacity=self.n_protect)
             self._protected.append(exact[:, :, :n_prot])
         rest = exact[:, :, n_prot:]
         if not rest.shape[2]:
@@ -186,7 +187,7 @@ class KeyStore:
             codes = self.codec.encode(recent[:, :, :move])
             for name, t in codes.items():
                 if name not in self._codes:
-                    self._codes[name] = _Growable(t)
+                    self._codes[name] = Growable(t)
                 self._codes[name].append(t)
             self._coded += move
         self._recent = recent[:, :, move:].clone() if recent.shape[2] > move else None
@@ -321,13 +322,13 @@ class KeyStore:
     def memory(self) -> MemoryReport:
         """Exact memory of what the store holds between calls (the keys held for one call's
         `causal_logits` are not part of the cache and are released by the attention function)."""
-        buffers: dict[str, _Growable | Tensor | None] = {"protected": self._protected, **self._codes,
+        buffers: dict[str, Growable | Tensor | None] = {"protected": self._protected, **self._codes,
                                                          "recent": self._recent}
         used, allocated = {}, 0
         for name, b in buffers.items():
             if b is None:
                 used[name] = 0
-            elif isinstance(b, _Growable):
+            elif isinstance(b, Growable):
                 used[name] = b.nbytes_used
                 allocated += b.nbytes_allocated
             else:
