@@ -209,8 +209,14 @@ def _codec_source(args: argparse.Namespace):
     from .keycache.runs import codecs_for
 
     settings = {}
+    given = [flag for flag, v in (("--bits", args.bits), ("--group", args.group), ("--sketch-dim", args.sketch_dim))
+             if v is not None]
+    if args.calibration is not None and given:
+        raise ValueError(f"{', '.join(given)} set the data-free codecs; an artifact (--calibration) carries its own")
     if args.calibration is None:
         if (args.codec or "transform") == "transform":
+            if args.group is not None or args.sketch_dim is not None:
+                raise ValueError("--group is kivi's and --sketch-dim qjl's; the transform codec takes --bits and --rotation")
             settings = {"rotation": args.rotation, "bits": args.bits or 1}
         else:
             settings = {k: v for k, v in (("bits", args.bits), ("group", args.group), ("m", args.sketch_dim))

@@ -165,6 +165,8 @@ def test_default_stems_tell_every_fitted_setting_apart():
     variants = [base, replace(base, bits=3), replace(base, levels="fitted"), replace(base, channel_scale=True),
                 replace(base, objective="l1"), replace(base, scale_rule="unbiased"), replace(base, scale_rule="query"),
                 replace(base, coef_bits=8), replace(base, rank=0), replace(base, protect=4), replace(base, center=False),
-                replace(base, rotation="srht"), replace(base, seed=1), replace(base, train_tokens=4096)]
+                replace(base, rotation="srht"), replace(base, seed=1), replace(base, train_tokens=4096),
+                replace(base, steps=100), replace(base, lr=0.02), replace(base, batch_size=1024),
+                replace(base, window=256), replace(base, layers=(0, 1))]
     stems = [v.default_stem() for v in variants]
     assert len(set(stems)) == len(stems), stems

@@ -38,6 +38,9 @@ def test_generate_runs_a_peer_codec(capsys):
     (["--codec", "transform", "--bits", "7"], "bits"),
     (["--window-keep", "-3"], "window must be an integer ≥ 0"),
     (["--calibration", "/nonexistent/stem"], "calibration metadata not found"),
+    (["--calibration", "/nonexistent/stem", "--bits", "2"], "--bits set the data-free codecs"),
+    (["--codec", "transform", "--group", "32"], "--group is kivi's"),
+    (["--codec", "kivi", "--sketch-dim", "64"], "unknown setting"),
 ])
 def test_bad_settings_exit_non_zero_naming_the_argument(args, message, capsys):
     assert main(["perplexity", "--quiet", "--windows", "1", "--window", "16", *args]) == 1

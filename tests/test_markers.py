@@ -89,3 +89,18 @@ def test_non_literal_exercises_argument_is_rejected():
     src = "import pytest\n\n@pytest.mark.exercises()\ndef test_a():\n    pass\n"
     with pytest.raises(MarkerError, match=r"test_z.py:3: pytest.mark.exercises needs exactly one string literal"):
         collect_markers_from_source(src, "tests/test_z.py")
+
+
+def test_markers_outside_a_test_decorator_do_not_count():
+    """A marker built in a helper, in dead code or on a non-test function marks no test, so it must
+    not count as coverage; the decorator of a test and `pytestmark` do."""
+    src = (
+        "import pytest\n"
+        "def _helper():\n    return pytest.mark.theorem('helper_made')\n"
+        "if False:\n    pytest.mark.theorem('dead_code')\n"
+        "@pytest.mark.theorem('not_a_test')\ndef make_case():\n    pass\n"
+        "pytestmark = pytest.mark.exercises('module_level')\n"
+        "@pytest.mark.theorem('on_a_test')\ndef test_x():\n    pytest.mark.theorem('inside_the_body')\n"
+    )
+    got = {(m.theorem, m.kind) for m in collect_markers_from_source(src, "tests/test_fake.py")}
+    assert got == {("on_a_test", "theorem"), ("module_level", "exercises")}

@@ -92,8 +92,14 @@ class CalibrationSettings:
             "-cs" if self.channel_scale else "") + (f"-{self.objective}" if self.objective is not None else "") + (
             "" if self.scale_rule == "ls" else f"-{self.scale_rule}")
         coef = "" if self.coef_bits == 16 else f"i{self.coef_bits}"
+        # optimisation settings and a layer subset change the fit too: named when not the default
+        extra = "".join(f"-{tag}{getattr(self, name):g}" for name, tag in
+                        (("steps", "st"), ("lr", "lr"), ("batch_size", "bs"), ("window", "w"))
+                        if getattr(self, name) != getattr(CalibrationSettings, name))
+        if self.layers is not None:
+            extra += "-L" + "_".join(str(i) for i in self.layers)
         return (f"{self.model}-{self.view}-{self.rotation}-{center}-{code}-r{self.resolved_rank}{coef}"
-                f"-p{self.protect}-t{self.train_tokens}-s{self.seed}")
+                f"-p{self.protect}-t{self.train_tokens}-s{self.seed}{extra}")
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)

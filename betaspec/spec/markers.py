@@ -13,8 +13,9 @@ hand. There are two kinds of marker:
 
 ``betaspec check`` counts only ``theorem`` markers as coverage; ``lean.md`` lists the two kinds
 apart. The markers are read statically (``ast``), which is fast, deterministic and needs no
-test imports: a decorator on a test function or class, a module-level ``pytestmark``, or a
-``marks=`` argument of ``pytest.param`` all count.
+test imports: a decorator on a test function (``test*``) or class (``Test*``), a ``pytestmark``
+assignment, or a ``marks=`` argument of a ``pytest.param`` inside such a decorator count; a marker
+built anywhere else marks no test and does not count.
 """
 
 from __future__ import annotations
@@ -70,22 +71,31 @@ def collect_markers_from_source(source: str, rel: str) -> list[TheoremMarker]:
         test = "::".join([rel] + scope) if scope else rel
         found.append(TheoremMarker(call.args[0].value, rel, call.lineno, test, kind))
 
-    def visit(node: ast.AST, scope: list[str]) -> None:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            inner = scope + [node.name]
-            for dec in node.decorator_list:
-                visit(dec, inner)
-            for stmt in node.body:
-                visit(stmt, inner)
-            return
-        if isinstance(node, ast.Call):
-            kind = _marker_kind(node.func)
-            if kind is not None:
-                record(node, kind, scope)
-        for child in ast.iter_child_nodes(node):
-            visit(child, scope)
+    def collect(node: ast.AST, scope: list[str]) -> None:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Call):
+                kind = _marker_kind(sub.func)
+                if kind is not None:
+                    record(sub, kind, scope)
 
-    visit(tree, [])
+    def visit(body: list[ast.stmt], scope: list[str]) -> None:
+        # only where pytest applies a mark: decorators of test functions and test classes (with the
+        # `marks=` of their `pytest.param`s) and `pytestmark = …`; a marker built anywhere else
+        # (a helper, dead code) marks no test and does not count
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+                for dec in node.decorator_list:
+                    collect(dec, scope + [node.name])
+            elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+                inner = scope + [node.name]
+                for dec in node.decorator_list:
+                    collect(dec, inner)
+                visit(node.body, inner)
+            elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark"
+                                                      for t in node.targets):
+                collect(node.value, scope)
+
+    visit(tree.body, [])
     return sorted(set(found))
 
 

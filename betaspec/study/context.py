@@ -71,7 +71,7 @@ class StudyBudget:
                        lr=2e-2, ppl_windows=2, ppl_window=256, long_windows=1, long_window=1024, synthetic_layers=4,
                        synthetic_heads=2, synthetic_dim=64)
         return cls(quick=False, train_tokens=8192, heldout_tokens=4096, window=512, steps=200, batch_size=4096,
-                   lr=1e-2, ppl_windows=6, ppl_window=512, long_windows=2, long_window=4096, synthetic_layers=8,
+                   lr=1e-2, ppl_windows=4, ppl_window=512, long_windows=1, long_window=4096, synthetic_layers=8,
                    synthetic_heads=4, synthetic_dim=128)
 
     def as_dict(self) -> dict[str, Any]:

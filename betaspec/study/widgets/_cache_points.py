@@ -44,6 +44,8 @@ from typing import Any
 import torch
 
 from impl.cache.codecs import peer_codecs
+from impl.cache.codecs.transform import COEF_BITS, SCALE_RULES
+from impl.calibration.fit import LEVEL_SOURCES, OBJECTIVES
 from impl.cache.codecs.base import KeyCodec
 from impl.cache.store import KeyStore, MemoryReport, full_precision_rows
 
@@ -85,6 +87,13 @@ class Method:
     def __post_init__(self) -> None:
         if self.family not in FAMILY_LABEL:
             raise ValueError(f"family must be one of {sorted(FAMILY_LABEL)}, got {self.family!r}")
+        for name, allowed in (("levels", LEVEL_SOURCES), ("objective", (None, *OBJECTIVES)), ("scale_rule", SCALE_RULES),
+                              ("coef_bits", COEF_BITS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        # one id per codec: the default objective (L1-max at 1 bit, the b-bit distortion above) is None
+        if self.objective == ("l1" if self.bits == 1 else "distortion"):
+            object.__setattr__(self, "objective", None)
 
     @property
     def id(self) -> str:

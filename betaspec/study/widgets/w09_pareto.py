@@ -33,7 +33,7 @@ from .w07_perplexity_memory import FAMILY_STYLE, contexts_for
 from .w07_perplexity_memory import grid as w07_grid
 
 NUMBER = 9
-UNIFORM_FRACTIONS = (0.0, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2)
+UNIFORM_FRACTIONS = (0.0, 1 / 16, 1 / 8, 1 / 4, 1 / 2)
 RING_FRACTION = 1 / 8
 TARGETS = ((1.3, 1.8), (2.3, 1.25), (3.3, 1.05))   # (bits ≤, perplexity ratio ≤): the key-cache issue's targets
 BITS_TOL = 1e-9
@@ -99,7 +99,8 @@ def knee(curve: list[tuple[str, float, float]]) -> tuple[str, float] | None:
 def versus_peers(points: dict[str, dict[str, Any]], cost) -> dict[str, Any]:
     """For every peer point (any family but "ours"): the best learned+centred point with no more
     bits, and whether it has a lower cost. A peer point no learned+centred point matches in bits is
-    not comparable."""
+    not comparable; those of them on the frontier (``cheaper_on_frontier``) hold a part of it that no
+    learned+centred point reaches, so they count against the claim too."""
     ours = {i: p for i, p in points.items() if p["family"] == "ours"}
     rows = {}
     for pid, p in points.items():
@@ -112,8 +113,10 @@ def versus_peers(points: dict[str, dict[str, Any]], cost) -> dict[str, Any]:
         best = min(cands, key=lambda i: cost(ours[i]))
         rows[pid] = {"comparable": True, "ours": best, "win": cost(ours[best]) < cost(p)}
     comparable = [r for r in rows.values() if r["comparable"]]
+    front = non_dominated({i: (p["bits_per_coordinate"], cost(p)) for i, p in points.items()})
     return {"rows": rows, "comparable": len(comparable), "wins": sum(1 for r in comparable if r["win"]),
-            "losses": sorted(i for i, r in rows.items() if r["comparable"] and not r["win"])}
+            "losses": sorted(i for i, r in rows.items() if r["comparable"] and not r["win"]),
+            "cheaper_on_frontier": sorted(i for i, r in rows.items() if not r["comparable"] and i in front)}
 
 
 def target_rows(points: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -186,6 +189,7 @@ def _claims(data: dict[str, Any]) -> list[dict[str, Any]]:
     # 1. learned+centred codes against every peer at equal or fewer bits
     comparable = wins = 0
     losses: dict[str, list[str]] = {}
+    cheaper: dict[str, list[str]] = {}
     for s, e in srcs.items():
         for c, ce in e["contexts"].items():
             vp = ce["versus_peers"]
@@ -193,14 +197,20 @@ def _claims(data: dict[str, Any]) -> list[dict[str, Any]]:
             wins += vp["wins"]
             if vp["losses"]:
                 losses[f"{s}_{c}"] = [ce["points"][i]["label"] for i in vp["losses"]]
-    verdict = ("not measured" if comparable == 0 else "reproduces" if wins == comparable
+            if vp["cheaper_on_frontier"]:
+                cheaper[f"{s}_{c}"] = [ce["points"][i]["label"] for i in vp["cheaper_on_frontier"]]
+    unbeaten = comparable - wins + sum(len(v) for v in cheaper.values())
+    verdict = ("not measured" if comparable + unbeaten == 0 else "reproduces" if unbeaten == 0
                else "partly reproduces" if wins else "does not reproduce")
     out = [claim("learned_centred_beats_every_peer",
                  "Learned+centred codes beat every peer (KIVI, TurboQuant, QJL, the SRHT sign code) at equal or fewer "
                  "bits (key-cache issue)", "every peer point beaten by a learned+centred point with no more bits",
-                 {"peer_points_comparable": comparable, "beaten": wins, "not_beaten": losses}, verdict,
-                 f"For each peer point, the best learned+centred point with no more bits per coordinate (cache memory "
-                 f"report) and its held-out {quality}; every model and context measured.")]
+                 {"peer_points_comparable": comparable, "beaten": wins, "not_beaten": losses,
+                  "cheaper_than_every_ours_on_frontier": cheaper}, verdict,
+                 f"For each peer point, the best learned+centred point with no more bits per coordinate (the "
+                 f"position-averaged bits of the cache's formula) and its held-out {quality}; a peer point cheaper "
+                 f"than every learned+centred point that sits on the frontier counts as not beaten; every model and "
+                 f"context measured.")]
     # 2. the issue's targets (real models only)
     if lm:
         met = {f"{s}_{c}": [{"max_bits": r["max_bits"], "ours": r["ours"], "met": r["met"],
