@@ -85,10 +85,11 @@ def masked_softmax(logits: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor
     if mask.dtype == torch.bool:
         x = x.masked_fill(~mask, float("-inf"))
     else:
-        m = mask.to(x.dtype)
-        # transformers marks masked entries with finfo(dtype).min; treat anything at or below half of
-        # it as −∞, so a fully masked row is recognised as such
-        x = torch.where(m <= torch.finfo(m.dtype).min / 2, torch.full_like(x, float("-inf")), x + m)
+        # transformers marks masked entries with finfo(dtype).min of the mask's own dtype; treat
+        # anything at or below half of it as −∞ (tested before widening, so a float16 mask's −65504
+        # counts too), so a fully masked row is recognised as such
+        masked = mask <= torch.finfo(mask.dtype).min / 2
+        x = torch.where(masked, torch.full_like(x, float("-inf")), x + mask.to(x.dtype))
     return stable_softmax(x, dim=dim).to(result_dtype(logits.dtype))
 
 

@@ -30,6 +30,7 @@ from impl.attention import (
     attention_logits,
     attention_output_error,
     fold_rotation,
+    masked_softmax,
     protected_quantized_attention,
     protected_quantized_keys,
     stable_softmax,
@@ -214,6 +215,29 @@ def test_softmax_masking_and_total_convention():
         stable_softmax(torch.tensor([1.0, float("nan")]))
     with pytest.raises(ValueError, match=r"\bx\b"):
         stable_softmax(torch.tensor([1.0, float("inf")]))
+
+
+@pytest.mark.exercises("softmax_shift")
+@pytest.mark.parametrize("kind", ["bool", "float32", "float16", "bfloat16"])
+def test_masked_softmax_one_convention_for_every_mask(kind):
+    """Boolean masks (True = attend) and transformers' additive masks (finfo(dtype).min of the
+    mask's own dtype where masked) give the same probabilities: a float64 softmax over the kept
+    entries, and exactly 0 for a fully masked row — also for half-precision masks, whose −65504
+    would not read as masked once widened to float32."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, generator=g)
+    keep = torch.tensor([[True, False, True, True, False], [False] * 5, [True] * 5])
+    if kind == "bool":
+        mask = keep
+    else:
+        dtype = getattr(torch, kind)
+        mask = torch.where(keep, torch.zeros((), dtype=dtype), torch.tensor(torch.finfo(dtype).min, dtype=dtype))
+    p = masked_softmax(logits, mask)
+    x = logits.double().masked_fill(~keep, float("-inf"))
+    want = torch.where(keep.any(-1, keepdim=True), torch.softmax(x, -1), torch.zeros_like(x))
+    want = torch.nan_to_num(want)
+    assert torch.equal(p[1], torch.zeros(5))
+    assert bool(((p.double() - want).abs() <= 2 * (5 + 4) * torch.finfo(torch.float32).eps).all())  # 2(n + 4)u
 
 
 # ----------------------------------------------------------------------------- front-token protection

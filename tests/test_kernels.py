@@ -358,6 +358,11 @@ def decode_masks(kind: str, keep_rows: torch.Tensor, H: int, G: int):
 def decode_reference64(store, q, values, scaling, keep, softcap):
     """Float64 decode attention from the decoded keys with the bound of the module docstring."""
     s, sb = store_logits64(store, q[:, :, :, 0])                                    # (B, H, G, T)
+    if softcap is not None:
+        # a softcap is not shift-invariant: the logits keep ⟪q, m⟫ (its float32 sum: d + 2 roundings)
+        q64, m64 = q[:, :, :, 0].double(), store.codec.mean.double()[None, :, None, :]
+        s = s + (q64 * m64).sum(-1, keepdim=True)
+        sb = sb + EPS32 * (store.codec.dim + 2) * (q64.abs() * m64.abs()).sum(-1, keepdim=True)
     x = s * scaling
     bound = abs(scaling) * sb + 2 * EPS32 * x.abs()
     if softcap is not None:

@@ -170,7 +170,9 @@ def packed_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value:
     fully masked row attends to nothing). GQA: query head `h` reads kv head `h // G`.
     Returns ``(output (B, Q, Hq, d), None)``.
     """
-    cache = kwargs.get("betaspec_cache") or getattr(module, _CACHE_ATTR, None)
+    cache = kwargs.get("betaspec_cache")
+    if cache is None:
+        cache = getattr(module, _CACHE_ATTR, None)
     if cache is None:
         raise RuntimeError(
             f"attention implementation {ATTN_IMPLEMENTATION!r} needs a QuantizedKeyCache: run the model inside "
@@ -184,25 +186,26 @@ def packed_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value:
     G = Hq // H
     if scaling is None:
         scaling = d ** -0.5
+    softcap = kwargs.get("softcap")
     if Q == 1 and fused_decode_available(store, query):
         # a decode step on CPU: logits, softmax and values in one pass over the codes (numba)
         try:
             out = decode_attention(store, query.reshape(B, H, G, 1, d), value, scaling, attention_mask,
-                                   kwargs.get("softcap"))                        # (B, H, G, 1, dv)
+                                   softcap)                                        # (B, H, G, 1, dv)
         finally:
             store.release_call_keys()
         return out.reshape(B, Hq, 1, -1).transpose(1, 2).contiguous(), None
     try:
-        logits = store.causal_logits(query.reshape(B, H, G, Q, d)) * scaling     # (B, H, G, Q, T) float32
+        # a softcap is not shift-invariant: then the logits keep the codec's offset ⟪q, m⟫
+        logits = store.causal_logits(query.reshape(B, H, G, Q, d), exact_offsets=softcap is not None) * scaling
     finally:
         store.release_call_keys()
-    softcap = kwargs.get("softcap")
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
     mask = attention_mask[:, :, None] if attention_mask is not None else None      # (B, 1, 1, Q, T)
     probs = masked_softmax(logits, mask).to(value.dtype)
     out = probs @ value.unsqueeze(2)                                                # (B, H, G, Q, d)
-    return out.reshape(B, Hq, Q, d).transpose(1, 2).contiguous(), None
+    return out.reshape(B, Hq, Q, -1).transpose(1, 2).contiguous(), None
 
 
 def _packed_mask(*args, **kwargs):

@@ -148,8 +148,10 @@ class Method:
         return s
 
     def policy(self) -> CachePolicy:
-        flush = self.residual if self.family == "kivi" else None
-        return CachePolicy(n_protect=self.n_protect, window=self.window, flush_block=flush, exact_dtype=EXACT_DTYPE)
+        if self.family == "kivi":   # KIVI's residual: 1…R exact tokens, coded R at a time (`KiviCodec`)
+            return CachePolicy(n_protect=self.n_protect, window=max(self.window, 1), flush_block=self.residual,
+                               exact_dtype=EXACT_DTYPE)
+        return CachePolicy(n_protect=self.n_protect, window=self.window, exact_dtype=EXACT_DTYPE)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -42,6 +42,8 @@ class CodecError(ValueError):
 def check_keys(keys: Tensor, heads: int, dim: int, name: str = "keys") -> Tensor:
     """Keys of shape (B, H, T, d) with the codec's H and d, finite, in float32/float64."""
     k = check_tensor(keys, name, min_dim=4)
+    if not k.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {k.dtype}")
     if k.dim() != 4 or k.shape[1] != heads or k.shape[3] != dim:
         raise ValueError(f"{name} must have shape (B, H={heads}, T, d={dim}), got {tuple(keys.shape)}")
     return k
@@ -50,6 +52,8 @@ def check_keys(keys: Tensor, heads: int, dim: int, name: str = "keys") -> Tensor
 def check_queries(q: Tensor, heads: int, dim: int, name: str = "q") -> Tensor:
     """Queries of shape (B, H, Q, d), finite, as float32 (float64 kept)."""
     qc = check_tensor(q, name, min_dim=4)
+    if not qc.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {qc.dtype}")
     if qc.dim() != 4 or qc.shape[1] != heads or qc.shape[3] != dim:
         raise ValueError(f"{name} must have shape (B, H={heads}, Q, d={dim}), got {tuple(q.shape)}")
     return qc if qc.dtype == torch.float64 else qc.float()

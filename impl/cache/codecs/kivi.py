@@ -56,11 +56,10 @@ class KiviCodec(KeyCodec):
     and 5 for KIVI-4, for d = 64 and d = 128 alike.
 
     The residual. KIVI keeps the most recent tokens in full precision and quantizes them `R` at a
-    time (`R` = 128 published, a multiple of `G`): use it as `KeyStore(codec, window=0,
-    flush_block=R)`, which keeps between 0 and `R − 1` tokens exact. Our evaluation flushes before
-    attention — a query sees a residual of 0…R−1 tokens — while KIVI appends the new key, attends,
-    and only then flushes a full residual, so its queries see 1…R exact tokens: a one-token shift
-    (a decode step in KIVI sees one more exact key than here at every flush boundary).
+    time (`R` = 128 published, a multiple of `G`): KIVI appends the new key, attends, and only then
+    flushes a full residual, so its queries see 1…R exact tokens. `KeyStore(codec, window=1,
+    flush_block=R)` keeps exactly that: `1 + (n − 1) mod R` exact tokens after n, the rest coded
+    R at a time (the study runs KIVI so).
 
     KIVI quantizes the raw post-RoPE keys: there is no rotation and no centring."""
 
@@ -79,7 +78,7 @@ class KiviCodec(KeyCodec):
                 check_positive_int(getattr(self, name), name)
             except ValueError as exc:
                 raise CodecError(str(exc)) from exc
-        if isinstance(self.bits, bool) or self.bits not in KIVI_BITS:
+        if not isinstance(self.bits, int) or isinstance(self.bits, bool) or self.bits not in KIVI_BITS:
             raise CodecError(f"bits must be one of {KIVI_BITS}, got {self.bits!r}")
         object.__setattr__(self, "side_dtype", float_dtype(self.side_dtype, "side_dtype"))
         object.__setattr__(self, "placement", torch.device(self.placement))

@@ -55,7 +55,7 @@ from impl.cache.codecs.base import (
     require_setting,
     require_tensor,
 )
-from impl.cache.packing import pack_signs, packed_sign_scores, packed_width, unpack_signs
+from impl.cache.packing import pack_signs, packed_width, unpack_signs
 from impl.rotation import random_orthogonal
 from impl.validation import check_orthonormal_columns, check_positive_int, check_tensor
 
@@ -89,7 +89,7 @@ def qjl_inner_product(q: Tensor, signs: Tensor, norm: Tensor, sketch: Tensor) ->
 
     Unbiased for a Gaussian sketch (registered theorem `qjl_unbiased`): for `s ~ 𝒩(0, I_d)`,
     `E[sgn⟪s, k⟫ ⟪s, q⟫] = √(2/π) ⟪q, k⟫ / ‖k‖`. The query sketch `S q` is formed once, and the
-    sign sum is read from the packed bits (`packed_sign_scores`). Float32 out (float64 for float64
+    sign sum is read from the packed bits (`impl.cache.kernels.sign_scores`). Float32 out (float64 for float64
     queries)."""
     S = check_tensor(sketch, "sketch", min_dim=3)
     if S.dim() != 3:
@@ -103,7 +103,9 @@ def qjl_inner_product(q: Tensor, signs: Tensor, norm: Tensor, sketch: Tensor) ->
     if tuple(n.shape) != tuple(signs.shape[:3]):
         raise ValueError(f"norm must have shape (B, H, T) = {tuple(signs.shape[:3])}, got {tuple(norm.shape)}")
     sq = qc @ S.to(qc.dtype).transpose(-1, -2)                                  # (B, H, Q, m)
-    dots = packed_sign_scores(sq, signs, m)                                      # ⟪S q, sign(S k_t)⟫
+    from impl.cache.kernels import sign_scores  # the compiled kernel where one is available
+
+    dots = sign_scores(sq, signs, m)                                             # ⟪S q, sign(S k_t)⟫
     return dots * (SQRT_HALF_PI / m) * n.to(qc.dtype).unsqueeze(-2)
 
 

@@ -123,7 +123,7 @@ class TransformCodec(KeyCodec):
                 raise CodecError(f"query_moment must have shape (H, d, d) = {(H, d, d)}, got {tuple(Wq.shape)}")
             if not torch.allclose(Wq, Wq.transpose(-1, -2), rtol=1e-5, atol=1e-6 * float(Wq.abs().max())):
                 raise CodecError("query_moment must be symmetric (it is E[q qᵀ])")
-        if self.coef_bits not in COEF_BITS or isinstance(self.coef_bits, bool):
+        if not isinstance(self.coef_bits, int) or isinstance(self.coef_bits, bool) or self.coef_bits not in COEF_BITS:
             raise CodecError(f"coef_bits must be one of {COEF_BITS}, got {self.coef_bits!r}")
         object.__setattr__(self, "side_dtype", float_dtype(self.side_dtype, "side_dtype"))
 

@@ -4,9 +4,11 @@ For each query head (G per kv head, one query each) the attention output is
 
     o = Σ_t softmax(x)_t v_t,   x_t = cap(scaling · ⟪q, k̂_t⟫ − scaling · ⟪q, m⟫) + mask_t,
 
-`cap(y) = c·tanh(y/c)` with a softcap `c` (Gemma-2), the identity without; the offset `⟪q, m⟫` is
-the same for every token, so it changes nothing (softmax_shift) — exact tokens drop it as coded ones
-do. The context is summarised block by block as online-softmax states (`softmax.SoftmaxState`):
+`cap(y) = c·tanh(y/c)` with a softcap `c` (Gemma-2), the identity without. Without a softcap the
+offset `⟪q, m⟫` is the same for every token, so it changes nothing (softmax_shift) — exact tokens drop
+it as coded ones do. `cap` is not shift-invariant, so with a softcap and a non-zero offset the logits
+must keep it: `decode_attention` then takes the unfused path with exact offsets, and `attend_coded`
+refuses the case. The context is summarised block by block as online-softmax states (`softmax.SoftmaxState`):
 the protected and the recent exact tokens by torch (they are few), the coded tokens by the
 compiled kernel (`cpu.decode_state` / `triton_kernels.decode_state`), which reads every code once
 for all G query heads and never forms a key in floating point nor the whole logit row. The states
@@ -129,6 +131,12 @@ def _kernel_backend(store, q: Tensor) -> str:
     return backend_for(q.device)
 
 
+def _needs_offsets(codec, q: Tensor, softcap: float | None) -> bool:
+    """Whether the logits must keep the offset `⟪q, m⟫`: a softcap (not shift-invariant) and a
+    non-zero offset for some query; q (B, H, G, 1, d)."""
+    return softcap is not None and bool((codec.offset(q.reshape(q.shape[0], q.shape[1], -1, q.shape[-1])) != 0).any())
+
+
 def fused_decode_available(store, query: Tensor) -> bool:
     """Whether `decode_attention` runs the compiled CPU kernel for this store and query: a
     `TransformCodec`, CPU tensors, numba installed (the condition under which
@@ -148,7 +156,7 @@ def reference_decode_attention(store, query: Tensor, values: Tensor, scaling: fl
     H, T = store.codec.heads, len(store)
     q, B, G = _check_step(H, store.codec.dim, store.batch, T, query, values, scaling, softcap)
     m = decode_mask(mask, B, H * G, T).block(0, T, B, H, G)
-    logits = store.logits(q) * scaling                                            # (B, H, G, 1, T)
+    logits = store.logits(q, exact_offsets=softcap is not None) * scaling         # (B, H, G, 1, T)
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
     probs = masked_softmax(logits, m.unsqueeze(-2) if m is not None else None)
@@ -171,7 +179,7 @@ def decode_attention(store, query: Tensor, values: Tensor, scaling: float, mask:
     float32-computable queries (`attend_coded`); any other case takes `reference_decode_attention`."""
     _check_store(store)
     q, _, _ = _check_step(store.codec.heads, store.codec.dim, store.batch, len(store), query, values, scaling, softcap)
-    if _kernel_backend(store, q) == "torch":
+    if _kernel_backend(store, q) == "torch" or _needs_offsets(store.codec, q, softcap):
         return reference_decode_attention(store, query, values, scaling, mask, softcap)
     return attend_coded(store.codec, query, values, scaling, store.codes(), protected=store.protected_keys(),
                         recent=store.recent_keys(), mask=mask, softcap=softcap)
@@ -198,6 +206,9 @@ def attend_coded(codec, query: Tensor, values: Tensor, scaling: float, codes: di
     dmask = decode_mask(mask, B, H * G, T)
     qf = q.reshape(B, H, G, d)
     offset = codec.offset(qf).unsqueeze(-1)                                       # ⟪q, m⟫ (B, H, G, 1)
+    if softcap is not None and bool((offset != 0).any()):
+        raise ValueError("softcap with a non-zero offset ⟪q, m⟫ needs the logits with their offset (a softcap is not "
+                         "shift-invariant); the kernel drops it: use decode_attention, which takes the unfused path")
 
     def exact_state(keys: Tensor, lo: int) -> SoftmaxState:
         hi = lo + keys.shape[2]
