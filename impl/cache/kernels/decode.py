@@ -194,7 +194,13 @@ def attend_coded(codec, query: Tensor, values: Tensor, scaling: float, codes: di
     (RuntimeError when there is none); the exact blocks by torch; the states are merged by
     `merge_softmax_blocks`. Arguments otherwise as `decode_attention`."""
     H, d = codec.heads, codec.dim
-    C = codes["codes"].shape[2]
+    packed = codes.get("codes") if isinstance(codes, dict) else None
+    if not isinstance(packed, Tensor) or packed.dim() != 4 or packed.shape[1] != H:
+        raise ValueError(f"codes['codes'] must be a (B, H={H}, C, W) tensor, got "
+                         f"{tuple(packed.shape) if isinstance(packed, Tensor) else type(packed).__name__}")
+    if isinstance(query, Tensor) and query.dim() >= 1 and packed.shape[0] != query.shape[0]:
+        raise ValueError(f"codes['codes'] holds batch {packed.shape[0]}, the query batch {query.shape[0]}")
+    C = packed.shape[2]
     P = protected.shape[2] if protected is not None else 0
     R = recent.shape[2] if recent is not None else 0
     q, B, G = _check_step(H, d, None, P + C + R, query, values, scaling, softcap)
