@@ -53,11 +53,10 @@ VARIANT_SOURCES = ("smollm2", SYNTHETIC)
 _LONG = [Method("ours", bits=1), Method("ours", bits=2), Method("turboquant_mse", bits=2),
          Method("kivi", bits=2, group=32, residual=128)]
 _QUICK_SHORT = [Method("ours", bits=b) for b in (1, 2)] + [
-    Method("ours", bits=1, channel_scale=True), Method("ours", bits=2, objective="l1"), Method("srht", bits=1),
+    Method("ours", bits=2, objective="l1"), Method("srht", bits=1),
     *[Method("turboquant_mse", bits=b) for b in (1, 2, 3)], Method("turboquant_prod", bits=2),
-    Method("qjl", sketch=1.0), Method("qjl", sketch=2.0), Method("kivi", bits=2, group=32, residual=128)]
-_QUICK_LONG = [Method("ours", bits=1), Method("ours", bits=2), Method("turboquant_mse", bits=1),
-               Method("turboquant_mse", bits=2), Method("qjl", sketch=2.0), Method("kivi", bits=2, group=32, residual=128)]
+    Method("qjl", sketch=2.0), Method("kivi", bits=2, group=32, residual=128)]
+_QUICK_LONG = [Method("ours", bits=1), Method("ours", bits=2), Method("turboquant_mse", bits=2)]
 
 
 def grid(ctx: StudyContext, source: str, context: str) -> list[Method]:
