@@ -82,6 +82,19 @@ def nearest_level(x: Tensor, levels: Tensor) -> Tensor:
     return out.reshape(xc.shape)
 
 
+def ratio_or_zero(num: Tensor, den: Tensor, ok: Tensor) -> Tensor:
+    """`num / den` where `ok`, 0 elsewhere (the total convention of the scales and cosines below),
+    without ever dividing by an excluded denominator."""
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def rms_normalised(u: Tensor) -> Tensor:
+    """`u / (‖u‖/√d)` along the last axis — coordinates of unit mean square, the scale the
+    unit-variance Lloyd–Max levels are for; `u = 0` gives 0."""
+    rms = torch.linalg.vector_norm(u, dim=-1, keepdim=True) / math.sqrt(u.shape[-1])
+    return ratio_or_zero(u, rms, rms > 0)
+
+
 def ls_scale(y: Tensor, v: Tensor) -> Tensor:
     """The least-squares scale `α = ⟪y, v⟫ / sqnorm v` of a code vector `v` (ls_scale_minimizes):
     for every real a, `sqnorm (y − α v) ≤ sqnorm (y − a v)`, and
@@ -96,8 +109,7 @@ def ls_scale(y: Tensor, v: Tensor) -> Tensor:
     yc, vc = yc.to(dt), vc.to(dt)
     num = (yc * vc).sum(-1)
     den = (vc * vc).sum(-1)
-    pos = den > 0
-    return torch.where(pos, num / torch.where(pos, den, torch.ones_like(den)), torch.zeros_like(num))
+    return ratio_or_zero(num, den, den > 0)
 
 
 def weighted_ls_scale(y: Tensor, v: Tensor, weight: Tensor) -> Tensor:
@@ -119,8 +131,7 @@ def weighted_ls_scale(y: Tensor, v: Tensor, weight: Tensor) -> Tensor:
     wv = (wb @ vc.unsqueeze(-1)).squeeze(-1)
     num = (yc * wv).sum(-1)
     den = (vc * wv).sum(-1)
-    pos = den > 0
-    return torch.where(pos, num / torch.where(pos, den, torch.ones_like(den)), torch.zeros_like(num))
+    return ratio_or_zero(num, den, den > 0)
 
 
 def unbiased_rescale(y: Tensor, v: Tensor) -> Tensor:
@@ -140,8 +151,7 @@ def unbiased_rescale(y: Tensor, v: Tensor) -> Tensor:
     yc, vc = yc.to(dt), vc.to(dt)
     num = (yc * yc).sum(-1)
     den = (yc * vc).sum(-1)
-    nz = den != 0
-    return torch.where(nz, num / torch.where(nz, den, torch.ones_like(den)), torch.zeros_like(num))
+    return ratio_or_zero(num, den, den != 0)
 
 
 def level_cosine(y: Tensor, levels: Tensor) -> Tensor:
@@ -155,17 +165,13 @@ def level_cosine(y: Tensor, levels: Tensor) -> Tensor:
     lv = check_levels(levels)
     if lv.dim() != 1:
         raise ValueError(f"levels must be one table (2^b,), got shape {tuple(levels.shape)}")
-    d = yc.shape[-1]
     with torch.no_grad():
-        rms = torch.linalg.vector_norm(yc, dim=-1, keepdim=True) / math.sqrt(d)
-        x = torch.where(rms > 0, yc / torch.where(rms > 0, rms, torch.ones_like(rms)), torch.zeros_like(yc))
-        v = lv.to(yc.dtype)[nearest_level(x, lv)]
+        v = lv.to(yc.dtype)[nearest_level(rms_normalised(yc), lv)]
     num = (yc * v).sum(-1)
     ny = torch.linalg.vector_norm(yc, dim=-1)
     nv = torch.linalg.vector_norm(v, dim=-1)
     den = ny * nv
-    pos = den > 0
-    return torch.where(pos, num / torch.where(pos, den, torch.ones_like(den)), torch.zeros_like(num))
+    return ratio_or_zero(num, den, den > 0)
 
 
 # ------------------------------------------------------------------------------------ level tables

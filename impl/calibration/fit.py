@@ -28,7 +28,7 @@ from torch import Tensor
 
 from impl.cache.codecs.transform import COEF_BITS, MAX_CODE_BITS, SCALE_RULES, TransformCodec, default_levels
 from impl.hadamard import srht_matrix
-from impl.multilevel import check_bits, lloyd_max_levels
+from impl.multilevel import check_bits, lloyd_max_levels, rms_normalised
 from impl.residual import rank_r_correction
 from impl.rotation import learn_rotation
 from impl.validation import check_positive_int, check_tensor
@@ -74,11 +74,6 @@ def _channel_scale(y: Tensor) -> Tensor:
     rms = torch.sqrt((y.double() ** 2).mean(0)).clamp(min=1e-12)
     return (rms / torch.exp(torch.log(rms).mean())).float()
 
-
-def _normalised(y: Tensor, sigma: Tensor) -> Tensor:
-    u = y.double() / sigma.double()
-    rms = torch.linalg.vector_norm(u, dim=-1, keepdim=True) / math.sqrt(u.shape[-1])
-    return torch.where(rms > 0, u / torch.where(rms > 0, rms, torch.ones_like(rms)), torch.zeros_like(u))
 
 
 def fit_codec(
@@ -191,7 +186,7 @@ def code_on_transform(base: TransformCodec, keys: Tensor, *, bits: int = 1, leve
     y = base.transform(k.double().unsqueeze(0))[0].float()                 # (H, T, d)
     sigmas = torch.stack([_channel_scale(y[h]) for h in range(H)]) if channel_scale else torch.ones(H, d)
     if levels == "fitted" and b > 1:
-        lvls = torch.stack([lloyd_max_levels(_normalised(y[h], sigmas[h]), 2**b).levels.float() for h in range(H)])
+        lvls = torch.stack([lloyd_max_levels(rms_normalised(y[h].double() / sigmas[h].double()), 2**b).levels.float() for h in range(H)])
     else:
         lvls = start.expand(H, 2**b).clone()
     codec = replace(base, basis=torch.zeros(H, d, 0), levels=lvls, channel_scale=sigmas, bits=b,

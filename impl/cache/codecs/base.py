@@ -143,14 +143,6 @@ class KeyCodec(abc.ABC):
         return f"{self.kind} " + " ".join(f"{k}={v}" for k, v in s.items() if k not in ("heads", "dim"))
 
 
-def code_tokens(codes: Codes, fields: dict[str, int]) -> int:
-    """Tokens held by `codes` (the first per-token field's length, or groups × block)."""
-    for name, per in fields.items():
-        if name in codes:
-            return codes[name].shape[2] * per
-    return 0
-
-
 def bits_of(dtype: torch.dtype) -> int:
     """Storage bits of one element of `dtype` (bool counts 8)."""
     if dtype == torch.bool:

@@ -25,7 +25,6 @@ last term is the same for every token (the offset softmax ignores).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -50,6 +49,7 @@ from impl.multilevel import (
     check_levels,
     ls_scale,
     nearest_level,
+    rms_normalised,
     unbiased_rescale,
     weighted_ls_scale,
     uniform_dequantize,
@@ -180,9 +180,7 @@ class TransformCodec(KeyCodec):
         coordinates' scale; `y = 0` gives, in every coordinate, the level just above 0 (ties go up:
 sgn 0 = +1 for b = 1)."""
         sigma = self.channel_scale.to(y.dtype)[None, :, None, :]
-        u = y / sigma
-        rms = torch.linalg.vector_norm(u, dim=-1, keepdim=True) / math.sqrt(self.dim)
-        x = torch.where(rms > 0, u / torch.where(rms > 0, rms, torch.ones_like(rms)), torch.zeros_like(u))
+        x = rms_normalised(y / sigma)
         idx = nearest_level(x.transpose(0, 1), self.levels.to(y.dtype)).transpose(0, 1)   # per-head tables
         return idx, self.level_vectors(idx, y.dtype) * sigma
 

@@ -72,7 +72,7 @@ from impl.cache.codecs.base import (
 )
 from impl.cache.codecs.qjl import qjl_inner_product, qjl_reconstruction, qjl_signs, qjl_sketch, stored_norm
 from impl.cache.packing import pack_codes, packed_code_width, packed_width, unpack_codes
-from impl.multilevel import check_bits, nearest_level, sphere_lloyd_max
+from impl.multilevel import check_bits, nearest_level, ratio_or_zero, sphere_lloyd_max
 from impl.rotation import random_orthogonal
 from impl.validation import check_orthogonal, check_positive_int, check_tensor
 
@@ -123,7 +123,7 @@ class TurboQuantInstance:
         resid = x
         if self.mse_bits:
             norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-            u = torch.where(norm > 0, x / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(x))
+            u = ratio_or_zero(x, norm, norm > 0)
             y = torch.einsum("hij,bhtj->bhti", self.rotation.double(), u).contiguous()  # Π u
             idx = nearest_level(y, self.levels.to(x.device))
             codes["codes"] = pack_codes(idx, self.mse_bits)

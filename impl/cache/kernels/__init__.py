@@ -32,6 +32,7 @@ from impl.cache.kernels.fused import (
     FusedInputs,
     check_fused_inputs,
     coefficient_values,
+    query_transform,
     reference_logits,
     transform_inputs,
     transform_query,
@@ -100,14 +101,6 @@ def transform_scores(codec, q: Tensor, codes: dict[str, Tensor]) -> Tensor:
     """`TransformCodec.scores` in one kernel call: `α_t ⟪R q ⊙ σ, ℓ[idx_t]⟫ + ⟪Bᵀ R q, ĉ_t⟫`
     (fused_logit_identity) for queries (B, H, Q, d) → (B, H, Q, T)."""
     return _logits(transform_inputs(codec, q, codes, query_transform(q)))
-
-
-def query_transform(q: Tensor):
-    """The function that forms `(R q ⊙ σ, Bᵀ R q)` for queries `q` of a transform codec: compiled
-    (numba) for float32-computable CPU queries when numba is the backend, torch otherwise."""
-    if isinstance(q, Tensor) and q.dtype != torch.float64 and backend_for(q.device) == "numba":
-        return kernel_module("numba").transform_query
-    return transform_query
 
 
 def level_scores(q: Tensor, packed: Tensor, levels: Tensor, bits: int, d: int) -> Tensor:

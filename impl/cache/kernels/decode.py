@@ -24,7 +24,7 @@ from torch import Tensor
 
 from impl.attention import masked_softmax
 from impl.cache.kernels.backend import backend_for, kernel_module
-from impl.cache.kernels.fused import transform_inputs, transform_query
+from impl.cache.kernels.fused import query_transform, transform_inputs
 from impl.cache.kernels.softmax import (
     SoftmaxState,
     merge_softmax_blocks,
@@ -226,8 +226,7 @@ def attend_coded(codec, query: Tensor, values: Tensor, scaling: float, codes: di
             x = x.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else x + m
         return softmax_block_state(x, values[:, :, None, lo:hi].float())
 
-    query = kernel_module(name).transform_query if name == "numba" else transform_query
-    inputs = transform_inputs(codec, qf, codes, query)
+    inputs = transform_inputs(codec, qf, codes, query_transform(qf))
     flat_values = values.reshape(B * H, T, values.shape[-1])
     s = kernel_module(name).decode_state(inputs, flat_values, P, dmask.keep, dmask.bias, H, float(scaling),
                                          None if softcap is None else float(softcap))

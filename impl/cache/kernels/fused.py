@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from impl.cache.kernels.backend import backend_for, kernel_module
 from impl.cache.kernels.lut import group_layout
 from impl.cache.packing import packed_code_width, packed_level_scores, unpack_codes
 from impl.multilevel import check_levels, uniform_dequantize
@@ -168,6 +169,14 @@ def transform_query(codec, qf: Tensor) -> tuple[Tensor, Tensor | None]:
     q_rot = rq * codec.channel_scale.to(qf.dtype)[None, :, None, :]
     q_basis = torch.einsum("bhqd,hdr->bhqr", rq, codec.basis.to(qf.dtype)) if codec.rank else None
     return q_rot, q_basis
+
+
+def query_transform(q: Tensor):
+    """The function that forms `(R q ⊙ σ, Bᵀ R q)` for queries `q` of a transform codec: compiled
+    (numba) for float32-computable CPU queries when numba is the backend, torch otherwise."""
+    if isinstance(q, Tensor) and q.dtype != torch.float64 and backend_for(q.device) == "numba":
+        return kernel_module("numba").transform_query
+    return transform_query
 
 
 def transform_inputs(codec, q: Tensor, codes: dict[str, Tensor], query=transform_query) -> FusedInputs:
